@@ -1,0 +1,97 @@
+"""Shared fixtures: an isolated template cache, rendering helpers and the real Claude Code CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scaffold.render import resolve_template
+from scaffold.wizard import NewProject, new_project
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SETTINGS_SCHEMA = SHARED / "vendor" / "claude-code-settings.schema.json"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own template snapshot cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("VPS_SCAFFOLD_CACHE_DIR", str(cache))
+    return cache
+
+
+def render(dest: Path, *, save_key: bool = False, **data: Any) -> NewProject:
+    """Render the bundled template non-interactively, as `scaffold new --defaults` does."""
+    return new_project(
+        dest,
+        resolve_template(None, None),
+        data=data,
+        interactive=False,
+        save_key=save_key,
+        quiet=True,
+    )
+
+
+ANSWER_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "remote-tls": {
+        "project_name": "Acme's API team",
+        "deployment": "remote",
+        "domain": "hub.example.com",
+        "worker_roles": "[backend, devops, docs]",
+        "worker_count": "5",
+        "idle_timeout_minutes": "30",
+    },
+    "remote-plain": {
+        "deployment": "remote",
+        "hub_url": "http://203.0.113.10:8080",
+        "worker_roles": ["data"],
+        "worker_count": 1,
+        "workspace_path": "/var/lib/agents/code",
+    },
+    "every-role": {
+        "project_name": "Big Team",
+        "worker_roles": "[backend, frontend, testing, devops, data, docs]",
+        "worker_count": 32,
+    },
+}
+
+
+@pytest.fixture(params=sorted(ANSWER_SETS))
+def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> NewProject:
+    """A project rendered from each answer set in turn."""
+    return render(tmp_path / "project", **ANSWER_SETS[request.param])
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@localhost",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@localhost",
+    }
+    result = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
+        cwd=repo, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Iterator[Path]:
+    """The pinned Claude Code binary, fetched into the cache by the same script CI uses."""
+    fetched = subprocess.run(
+        ["bash", str(REPO / "tools" / "fetch-claude-code.sh")],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert fetched.returncode == 0, f"cannot fetch Claude Code: {fetched.stderr}"
+    yield Path(fetched.stdout.strip().splitlines()[-1])

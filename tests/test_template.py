@@ -1,0 +1,212 @@
+"""The rendered thin client and bundle: files, formats, secrets, for several answer sets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from scaffold.render import bundled_template
+from scaffold.wizard import NewProject
+from tests.conftest import SETTINGS_SCHEMA, git, render
+
+EXPECTED_FILES = [
+    "CLAUDE.md",
+    "README.md",
+    ".gitignore",
+    ".copier-answers.yml",
+    ".mcp.json",
+    ".claude/COORDINATOR_CLAUDE.md",
+    ".claude/WORKER_CLAUDE.md",
+    ".claude/settings.json",
+    ".claude/.claude-plugin/plugin.json",
+    ".claude/skills/coordinator/SKILL.md",
+    ".claude/skills/worker/SKILL.md",
+    ".claude/skills/vps-workspace/SKILL.md",
+    "templates/task-instruction.md",
+    "docs/setup-guide.md",
+    "docs/coordinator-guide.md",
+    "docs/worker-guide.md",
+    "docs/task-format.md",
+    "docs/troubleshooting.md",
+    "vps/README.md",
+    "vps/hub.toml",
+    "vps/hub.service",
+]
+SKILL_NAME = re.compile(r"[a-z0-9-]{1,64}")
+
+
+def answers_of(project: NewProject) -> dict[str, Any]:
+    loaded = yaml.safe_load((project.dest / ".copier-answers.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def frontmatter(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    assert text.startswith("---\n"), f"{path} has no frontmatter"
+    head = text[4 : text.index("\n---", 4)]
+    loaded = yaml.safe_load(head)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_plain_copier_renders_the_template(copie: Any) -> None:
+    """copier alone, without the wizard, renders a complete project (pytest-copie)."""
+    result = copie.copy(
+        extra_answers={"project_name": "Plain Copier", "worker_roles": ["testing"]},
+        template_dir=Path(bundled_template().src),
+    )
+    assert result.exit_code == 0, result.exception
+    for name in EXPECTED_FILES:
+        assert (result.project_dir / name).is_file(), name
+    assert result.answers["api_key_hash"] == ""
+    assert "hub creates an admin key" in (result.project_dir / "vps/hub.toml").read_text()
+
+
+def test_every_expected_file_is_rendered(rendered: NewProject) -> None:
+    for name in EXPECTED_FILES:
+        assert (rendered.dest / name).is_file(), f"{name} is missing"
+
+
+def test_no_jinja_and_no_placeholders_are_left(rendered: NewProject) -> None:
+    for path in rendered.dest.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            text = path.read_text()
+            assert "{{" not in text and "{%" not in text, f"unrendered Jinja in {path}"
+            assert not re.search(r"\b(TODO|TBD|FIXME|XXX)\b", text), f"placeholder in {path}"
+
+
+def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) -> None:
+    assert SETTINGS_SCHEMA.is_file(), f"the SchemaStore schema is expected at {SETTINGS_SCHEMA}"
+    schema = json.loads(SETTINGS_SCHEMA.read_text())
+    settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
+    jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
+    assert settings["env"]["VPS_API_URL"] == rendered.answers["hub_url"]
+    assert settings["env"]["VPS_WORKER_IDLE_MINUTES"] == str(
+        rendered.answers["idle_timeout_minutes"]
+    )
+    assert "VPS_API_KEY" not in settings["env"]
+    assert "vps" in settings["enabledMcpjsonServers"]
+
+
+def test_the_schema_check_can_fail(rendered: NewProject) -> None:
+    schema = json.loads(SETTINGS_SCHEMA.read_text())
+    settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
+    settings["permissions"]["defaultMode"] = "whenever"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
+
+
+def test_skills_have_valid_frontmatter(rendered: NewProject) -> None:
+    skills = sorted((rendered.dest / ".claude/skills").glob("*/SKILL.md"))
+    assert [p.parent.name for p in skills] == ["coordinator", "vps-workspace", "worker"]
+    for path in skills:
+        meta = frontmatter(path)
+        assert SKILL_NAME.fullmatch(str(meta.get("name", ""))), path
+        assert meta["name"] == path.parent.name
+        description = str(meta.get("description", ""))
+        assert 0 < len(description) <= 1024, path
+
+
+def test_mcp_server_is_http_and_takes_the_key_from_the_environment(rendered: NewProject) -> None:
+    server = json.loads((rendered.dest / ".mcp.json").read_text())["mcpServers"]["vps"]
+    assert server["type"] == "http"
+    assert server["url"] == "${VPS_API_URL:-" + rendered.answers["hub_url"] + "}/mcp"
+    assert server["headers"] == {"Authorization": "Bearer ${VPS_API_KEY}"}
+
+
+def test_worker_playbook_has_a_section_per_chosen_role(rendered: NewProject) -> None:
+    playbook = (rendered.dest / ".claude/WORKER_CLAUDE.md").read_text()
+    headings = re.findall(r"^#{2,4} .*$", playbook, flags=re.MULTILINE)
+    catalog = {"backend": "Backend", "frontend": "Frontend", "testing": "Testing",
+               "devops": "DevOps", "data": "Data", "docs": "Documentation"}  # fmt: skip
+    for role, title in catalog.items():
+        has_section = any(title in heading for heading in headings)
+        assert has_section == (role in rendered.answers["worker_roles"]), (role, headings)
+
+
+def test_hub_config_matches_the_answers(rendered: NewProject) -> None:
+    config = tomllib.loads((rendered.dest / "vps/hub.toml").read_text())
+    answers = rendered.answers
+    assert config["workspace"]["path"] == answers["workspace_path"]
+    assert config["queue"]["idle_timeout_minutes"] == answers["idle_timeout_minutes"]
+    assert [key["sha256"] for key in config.get("keys", [])] == [answers["api_key_hash"]]
+    behind_proxy = answers["deployment"] == "local" or bool(answers.get("domain"))
+    assert (config["server"]["host"] == "127.0.0.1") == behind_proxy
+
+
+def test_caddyfile_only_with_a_domain(rendered: NewProject) -> None:
+    caddyfile = rendered.dest / "vps/Caddyfile"
+    domain = answers_of(rendered).get("domain")
+    assert caddyfile.exists() == bool(domain)
+    if domain:
+        text = caddyfile.read_text()
+        assert text.count(f"{domain} {{") == 1
+        assert "reverse_proxy 127.0.0.1:5555" in text
+
+
+def test_systemd_unit_confines_the_hub(rendered: NewProject) -> None:
+    unit = (rendered.dest / "vps/hub.service").read_text()
+    for setting in (
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "ProtectHome=true",
+        "PrivateTmp=true",
+    ):
+        assert setting in unit
+    slug = rendered.answers["project_slug"]
+    assert f"User={slug}-hub" in unit
+
+
+def test_no_plaintext_key_anywhere(rendered: NewProject) -> None:
+    assert rendered.key is not None and len(rendered.key) >= 43
+    digest = hashlib.sha256(rendered.key.encode()).hexdigest()
+    assert answers_of(rendered)["api_key_hash"] == digest
+    for path in rendered.dest.rglob("*"):
+        if path.is_file():
+            assert rendered.key not in path.read_text(errors="replace"), (
+                f"the key leaked into {path}"
+            )
+
+
+def test_saved_key_is_private_and_ignored_by_git(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", save_key=True)
+    assert project.key_file == project.dest / ".claude/settings.local.json"
+    assert json.loads(project.key_file.read_text()) == {"env": {"VPS_API_KEY": project.key}}
+    assert project.key_file.stat().st_mode & 0o077 == 0
+    git(project.dest, "init", "-q")
+    git(project.dest, "add", "-A")
+    tracked = git(project.dest, "ls-files").split()
+    assert ".claude/settings.local.json" not in tracked
+    assert ".claude/settings.json" in tracked
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("worker_count=99", "Choose between 1 and 32 workers"),
+        ("hub_url=localhost:5555", "Enter the hub URL as http(s)://host[:port]"),
+        ("api_key_hash=not-a-hash", "64 lowercase hex"),
+    ],
+)
+def test_copier_itself_refuses_invalid_answers(tmp_path: Path, data: str, message: str) -> None:
+    dest = tmp_path / "p"
+    result = subprocess.run(
+        [sys.executable, "-m", "copier", "copy", "--defaults", "--data", data,
+         bundled_template().src, str(dest)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not dest.exists() or not any(dest.iterdir())
