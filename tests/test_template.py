@@ -40,7 +40,6 @@ EXPECTED_FILES = [
     "docs/troubleshooting.md",
     "vps/README.md",
     "vps/hub.toml",
-    "vps/hub.service",
 ]
 SKILL_NAME = re.compile(r"[a-z0-9-]{1,64}")
 
@@ -155,8 +154,12 @@ def test_caddyfile_only_with_a_domain(rendered: NewProject) -> None:
         assert "reverse_proxy 127.0.0.1:5555" in text
 
 
-def test_systemd_unit_confines_the_hub(rendered: NewProject) -> None:
-    unit = (rendered.dest / "vps/hub.service").read_text()
+def test_systemd_unit_only_for_a_remote_hub_and_confined(rendered: NewProject) -> None:
+    path = rendered.dest / "vps/hub.service"
+    assert path.exists() == (rendered.answers["deployment"] == "remote")
+    if not path.exists():
+        return
+    unit = path.read_text()
     for setting in (
         "NoNewPrivileges=true",
         "ProtectSystem=strict",
@@ -200,6 +203,8 @@ def test_saved_key_is_private_and_ignored_by_git(tmp_path: Path) -> None:
     ],
 )
 def test_copier_itself_refuses_invalid_answers(tmp_path: Path, data: str, message: str) -> None:
+    """Plain copier applies the same validators. (Its CLI shows a traceback that ends with the
+    message for a bad --data answer, copier-org/copier#1436; `scaffold new` prints one line.)"""
     dest = tmp_path / "p"
     result = subprocess.run(
         [sys.executable, "-m", "copier", "copy", "--defaults", "--data", data,
@@ -207,6 +212,5 @@ def test_copier_itself_refuses_invalid_answers(tmp_path: Path, data: str, messag
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
     assert not dest.exists() or not any(dest.iterdir())

@@ -112,9 +112,10 @@ def test_update_reports_conflicts_with_their_files(tmp_path: Path, template_repo
 
     assert updated.returncode == 3, updated.stderr
     assert "docs/troubleshooting.md" in updated.stderr
-    assert "conflicts" in updated.stderr
-    assert len(updated.stderr.strip().splitlines()) == 1
+    errors = [line for line in updated.stderr.splitlines() if line.startswith("scaffold: error:")]
+    assert len(errors) == 1 and "left conflicts in 1 file(s)" in errors[0]
     assert "Traceback" not in updated.stderr
+    assert "<<<<<<<" in (project / "docs/troubleshooting.md").read_text()
 
 
 def test_update_refuses_a_dirty_or_non_git_project(tmp_path: Path, template_repo: Path) -> None:
@@ -166,13 +167,38 @@ def test_bundled_template_upgrades_after_a_new_package_version(
     assert TEMPLATE_NOTE.strip() in (project / "docs/troubleshooting.md").read_text()
 
 
-def test_bundled_update_without_the_old_version_says_what_to_do(
-    tmp_path: Path, isolated_cache: Path
-) -> None:
+def test_bundled_update_without_the_old_version_says_what_to_do(tmp_path: Path) -> None:
+    """A project made by an older package on another machine: its version is not cached here."""
     project = render(tmp_path / "project").dest
+    answers_file = project / ".copier-answers.yml"
+    answers_file.write_text(answers_file.read_text().replace("_commit: ", "_commit: 0.0.1+a"))
     git(project, "init", "-q")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "rendered")
-    shutil.rmtree(isolated_cache / "template")
-    with pytest.raises(TemplateError, match=r"is not in .* the cache was cleared"):
+    with pytest.raises(TemplateError, match=r"is not in .* \(the cache was cleared"):
         update_project(project, template_ref=None, quiet=True, interactive=False)
+
+
+def test_update_can_change_an_answer(tmp_path: Path, template_repo: Path) -> None:
+    """Moving a local hub to a server: the changed answer re-renders the bundle."""
+    project = committed_project(tmp_path, template_repo)
+    assert not (project / "vps/hub.service").exists()
+    updated = scaffold(
+        "update", str(project), "--vcs-ref", "0.2.0",
+        "--data", "deployment=remote", "--data", "hub_url=http://203.0.113.10:5555",
+        "--data", "workspace_path=/srv/agent-team/workspace",
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert answers(project)["deployment"] == "remote"
+    assert "User=agent-team-hub" in (project / "vps/hub.service").read_text()
+    assert 'host = "0.0.0.0"' in (project / "vps/hub.toml").read_text()
+
+
+def test_update_refuses_an_invalid_changed_answer(tmp_path: Path, template_repo: Path) -> None:
+    project = committed_project(tmp_path, template_repo)
+    updated = scaffold("update", str(project), "--vcs-ref", "0.2.0", "--data", "worker_count=0")
+    assert updated.returncode == 1
+    assert "Choose between 1 and 32 workers" in updated.stderr
+    assert "Traceback" not in updated.stderr
+    assert answers(project)["worker_count"] == 3
+    assert git(project, "status", "--porcelain") == ""

@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         "--vcs-ref", metavar="REF", help="template tag or commit to update to (default: newest)"
     )
     update.add_argument(
+        "--data", "-d", action="append", default=[], metavar="KEY=VALUE",
+        help="change a recorded answer (repeatable), e.g. --data worker_count=5",
+    )  # fmt: skip
+    update.add_argument(
         "--defaults", action="store_true", help="answer new questions with their defaults"
     )
     update.add_argument("--quiet", "-q", action="store_true", help="do not list the changed files")
@@ -132,7 +136,11 @@ def _run_update(args: argparse.Namespace) -> int:
 
     interactive = not args.defaults and sys.stdin.isatty()
     commit = update_project(
-        args.dir, template_ref=args.vcs_ref, quiet=args.quiet, interactive=interactive
+        args.dir,
+        template_ref=args.vcs_ref,
+        quiet=args.quiet,
+        interactive=interactive,
+        data=_parse_data(args.data),
     )
     print(
         f"Updated {args.dir.resolve()} to template {commit}. Review with `git diff`, then commit."

@@ -125,13 +125,18 @@ def copy_project(
 
 
 def update_project(
-    project: Path, *, template_ref: str | None, quiet: bool, interactive: bool
+    project: Path,
+    *,
+    template_ref: str | None,
+    quiet: bool,
+    interactive: bool,
+    data: Mapping[str, Any] | None = None,
 ) -> str:
     """Upgrade `project` to a newer template version; return the new `_commit`.
 
-    Recorded answers (the key's hash among them) are never asked again; questions the new
-    version adds are asked when interactive, else take their defaults. Conflicts raise
-    UpdateConflictError listing the files.
+    Recorded answers (the key's hash among them) are never asked again unless `data` changes
+    them; questions the new version adds are asked when interactive, else take their
+    defaults. Conflicts raise UpdateConflictError listing the files.
     """
     from copier import run_update
 
@@ -156,6 +161,7 @@ def update_project(
     with _copier_errors():
         run_update(
             str(project),
+            data=dict(data or {}),
             vcs_ref=ref,
             defaults=not interactive,
             skip_answered=True,
