@@ -15,7 +15,12 @@ from scaffold.wizard import NewProject, new_project
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-SETTINGS_SCHEMA = SHARED / "vendor" / "claude-code-settings.schema.json"
+# The SchemaStore schema of Claude Code settings lives in the team's shared folder beside the
+# checkout (it is not copied into the repository); CLAUDE_SETTINGS_SCHEMA points elsewhere.
+SETTINGS_SCHEMA = Path(
+    os.environ.get("CLAUDE_SETTINGS_SCHEMA")
+    or SHARED / "vendor" / "claude-code-settings.schema.json"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -86,7 +86,10 @@ def test_no_jinja_and_no_placeholders_are_left(rendered: NewProject) -> None:
 
 
 def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) -> None:
-    assert SETTINGS_SCHEMA.is_file(), f"the SchemaStore schema is expected at {SETTINGS_SCHEMA}"
+    assert SETTINGS_SCHEMA.is_file(), (
+        f"the SchemaStore settings schema is expected at {SETTINGS_SCHEMA}; "
+        "set CLAUDE_SETTINGS_SCHEMA to its path"
+    )
     schema = json.loads(SETTINGS_SCHEMA.read_text())
     settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
     jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))

@@ -14,19 +14,18 @@ CTRL_U = "\x15"  # clear the prefilled default
 DOWN = "\x1b[B"
 
 
-def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
-    dest = tmp_path / "wizard-team"
-    env = {
-        **os.environ,
-        "TERM": "xterm",
-        "PROMPT_TOOLKIT_NO_CPR": "1",
-        "COLUMNS": "200",
-        "LINES": "50",
-    }
-    child = pexpect.spawn(
+def spawn_new(dest: Path) -> pexpect.spawn:
+    """`scaffold new DEST` in a real pseudo-terminal, wide enough for the help texts."""
+    env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    return pexpect.spawn(
         sys.executable, ["-m", "scaffold", "new", str(dest)],
         env=env, encoding="utf-8", timeout=30, dimensions=(50, 200),
     )  # fmt: skip
+
+
+def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
+    dest = tmp_path / "wizard-team"
+    child = spawn_new(dest)
     try:
         child.expect("project_name: Human name")
         child.send(CTRL_U + "Wizard Team\r")
@@ -67,10 +66,7 @@ def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
 
 def test_wizard_cancelled_writes_nothing(tmp_path: Path) -> None:
     dest = tmp_path / "never"
-    env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
-    child = pexpect.spawn(
-        sys.executable, ["-m", "scaffold", "new", str(dest)], env=env, encoding="utf-8", timeout=30
-    )
+    child = spawn_new(dest)
     try:
         child.expect("project_name")
         child.sendcontrol("c")

@@ -49,10 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--defaults", action="store_true", help="take defaults for unanswered questions; no prompts"
     )
-    new.add_argument(
-        "--data", "-d", action="append", default=[], metavar="KEY=VALUE",
-        help="answer a question (repeatable), e.g. --data worker_roles='[backend, testing]'",
-    )  # fmt: skip
+    _add_data_option(
+        new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, qa]'"
+    )
     save = new.add_mutually_exclusive_group()
     save.add_argument(
         "--save-key", dest="save_key", action="store_true", default=None,
@@ -85,10 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument(
         "--vcs-ref", metavar="REF", help="template tag or commit to update to (default: newest)"
     )
-    update.add_argument(
-        "--data", "-d", action="append", default=[], metavar="KEY=VALUE",
-        help="change a recorded answer (repeatable), e.g. --data worker_count=5",
-    )  # fmt: skip
+    _add_data_option(update, "change a recorded answer (repeatable), e.g. --data worker_count=5")
     update.add_argument(
         "--defaults", action="store_true", help="answer new questions with their defaults"
     )
@@ -146,6 +142,12 @@ def _run_update(args: argparse.Namespace) -> int:
         f"Updated {args.dir.resolve()} to template {commit}. Review with `git diff`, then commit."
     )
     return 0
+
+
+def _add_data_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--data", "-d", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
 
 
 def _parse_data(items: list[str]) -> dict[str, Any]:
