@@ -31,9 +31,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--runs", type=int, default=7, help="timed runs of each command (default 7)"
-    )
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each command (default 7)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-new-"))
@@ -62,10 +60,7 @@ def main() -> int:
     ratio = medians["scaffold new --defaults"] / medians["copier copy --defaults"]
     print(f"{'command':<26} {'median s':>9} {'min s':>7} {'max s':>7}  runs")
     for name, values in times.items():
-        print(
-            f"{name:<26} {medians[name]:>9.3f} {min(values):>7.3f} {max(values):>7.3f}"
-            f"  {len(values)}"
-        )
+        print(f"{name:<26} {medians[name]:>9.3f} {min(values):>7.3f} {max(values):>7.3f}  {len(values)}")
     verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
     print(f"{'ratio scaffold/copier':<26} {ratio:>9.2f}  target <= {TARGET_RATIO}  {verdict}")
     return 0 if ratio <= TARGET_RATIO else 1

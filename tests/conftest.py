@@ -18,15 +18,12 @@ SHARED = REPO.parent / "shared"
 # The SchemaStore schema of Claude Code settings lives in the team's shared folder beside the
 # checkout (it is not copied into the repository); CLAUDE_SETTINGS_SCHEMA points elsewhere.
 SETTINGS_SCHEMA = Path(
-    os.environ.get("CLAUDE_SETTINGS_SCHEMA")
-    or SHARED / "vendor" / "claude-code-settings.schema.json"
+    os.environ.get("CLAUDE_SETTINGS_SCHEMA") or SHARED / "vendor" / "claude-code-settings.schema.json"
 )
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own template snapshot cache, never the user's."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("VPS_SCAFFOLD_CACHE_DIR", str(cache))

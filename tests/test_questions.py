@@ -78,9 +78,7 @@ def test_remote_plain_listens_on_the_urls_port(questions: Questionnaire) -> None
 
 
 def test_remote_without_domain_has_no_guessable_url(questions: Questionnaire) -> None:
-    assert (
-        questions.default(questions["hub_url"], {"deployment": "remote", "domain": ""}) is MISSING
-    )
+    assert questions.default(questions["hub_url"], {"deployment": "remote", "domain": ""}) is MISSING
     with pytest.raises(AnswerError, match="hub_url: an answer is required"):
         answer(questions, deployment="remote")
 

@@ -94,9 +94,7 @@ def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) 
     settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
     jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
     assert settings["env"]["VPS_API_URL"] == rendered.answers["hub_url"]
-    assert settings["env"]["VPS_WORKER_IDLE_MINUTES"] == str(
-        rendered.answers["idle_timeout_minutes"]
-    )
+    assert settings["env"]["VPS_WORKER_IDLE_MINUTES"] == str(rendered.answers["idle_timeout_minutes"])
     assert "VPS_API_KEY" not in settings["env"]
     assert "vps" in settings["enabledMcpjsonServers"]
 
@@ -180,9 +178,7 @@ def test_no_plaintext_key_anywhere(rendered: NewProject) -> None:
     assert answers_of(rendered)["api_key_hash"] == digest
     for path in rendered.dest.rglob("*"):
         if path.is_file():
-            assert rendered.key not in path.read_text(errors="replace"), (
-                f"the key leaked into {path}"
-            )
+            assert rendered.key not in path.read_text(errors="replace"), f"the key leaked into {path}"
 
 
 def test_saved_key_is_private_and_ignored_by_git(tmp_path: Path) -> None:

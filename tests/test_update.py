@@ -76,9 +76,7 @@ def committed_project(tmp_path: Path, template_repo: Path) -> Path:
     return project
 
 
-def test_update_keeps_user_edits_and_brings_template_changes(
-    tmp_path: Path, template_repo: Path
-) -> None:
+def test_update_keeps_user_edits_and_brings_template_changes(tmp_path: Path, template_repo: Path) -> None:
     project = committed_project(tmp_path, template_repo)
     before = answers(project)
     with (project / "CLAUDE.md").open("a") as handle:
@@ -103,9 +101,7 @@ def test_update_keeps_user_edits_and_brings_template_changes(
 def test_update_reports_conflicts_with_their_files(tmp_path: Path, template_repo: Path) -> None:
     project = committed_project(tmp_path, template_repo)
     troubleshooting = project / "docs/troubleshooting.md"
-    troubleshooting.write_text(
-        troubleshooting.read_text() + "\n## Local additions\n\nOur own line.\n"
-    )
+    troubleshooting.write_text(troubleshooting.read_text() + "\n## Local additions\n\nOur own line.\n")
     git(project, "commit", "-q", "-am", "edit the same place as the template")
 
     updated = scaffold("update", str(project), "--vcs-ref", "0.2.0")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--defaults", action="store_true", help="take defaults for unanswered questions; no prompts"
     )
-    _add_data_option(
-        new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, qa]'"
-    )
+    _add_data_option(new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, qa]'")
     save = new.add_mutually_exclusive_group()
     save.add_argument(
         "--save-key", dest="save_key", action="store_true", default=None,
         help="write the key to the git-ignored .claude/settings.local.json",
     )  # fmt: skip
-    save.add_argument(
-        "--no-save-key", dest="save_key", action="store_false", help="only show the key"
-    )
+    save.add_argument("--no-save-key", dest="save_key", action="store_false", help="only show the key")
     new.add_argument(
         "--no-key", action="store_true",
         help="generate no key; the hub creates one on its first start and prints it once",
     )  # fmt: skip
-    new.add_argument(
-        "--template", metavar="SRC", help="template path or git URL (default: the bundled one)"
-    )
+    new.add_argument("--template", metavar="SRC", help="template path or git URL (default: the bundled one)")
     new.add_argument("--vcs-ref", metavar="REF", help="template git tag or commit to render")
     new.add_argument("--quiet", "-q", action="store_true", help="do not list the rendered files")
     new.set_defaults(run=_run_new)
@@ -78,19 +74,72 @@ def _parser() -> argparse.ArgumentParser:
         "template's changes arrive. Recorded answers, the key among them, are not asked again.",
         epilog="example: scaffold update my-team --vcs-ref 0.2.0",
     )
-    update.add_argument(
-        "dir", nargs="?", type=Path, default=Path(), help="project directory (default: .)"
-    )
+    update.add_argument("dir", nargs="?", type=Path, default=Path(), help="project directory (default: .)")
     update.add_argument(
         "--vcs-ref", metavar="REF", help="template tag or commit to update to (default: newest)"
     )
     _add_data_option(update, "change a recorded answer (repeatable), e.g. --data worker_count=5")
-    update.add_argument(
-        "--defaults", action="store_true", help="answer new questions with their defaults"
-    )
+    update.add_argument("--defaults", action="store_true", help="answer new questions with their defaults")
     update.add_argument("--quiet", "-q", action="store_true", help="do not list the changed files")
     update.set_defaults(run=_run_update)
+    _add_hub_commands(commands)
     return parser
+
+
+def _add_hub_commands(commands: Any) -> None:
+    hub = commands.add_parser(
+        "hub", help="run and administer the hub", description="Run and administer the hub."
+    )
+    hub_commands = hub.add_subparsers(title="hub commands", required=True, metavar="COMMAND")
+    serve = hub_commands.add_parser(
+        "serve",
+        help="start the hub (one process; Ctrl-C stops it cleanly)",
+        description="Start the hub: the task queue, workers, messages and events over HTTP.",
+        epilog="example: scaffold hub serve --config my-team/vps/hub.toml",
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 5555)")
+    _add_location(serve)
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.set_defaults(run=_run_hub_serve)
+
+    keys = hub_commands.add_parser(
+        "keys", help="manage API keys", description="Manage the hub's API keys (kept as hashes)."
+    )
+    key_commands = keys.add_subparsers(title="key commands", required=True, metavar="COMMAND")
+    add = key_commands.add_parser(
+        "add",
+        help="create a key and print it (only its hash is kept)",
+        description="Create an API key; the key alone is printed on standard output, once.",
+        epilog="example: export VPS_API_KEY=$(scaffold hub keys add worker-1 --role agent)",
+    )
+    add.add_argument("name", help="a name for the key, e.g. laptop or worker-1")
+    add.add_argument("--role", choices=["viewer", "agent", "admin"], default="agent",
+                     help="viewer reads; agent works; admin also cancels and manages keys")  # fmt: skip
+    _add_location(add)
+    add.set_defaults(run=_run_keys_add)
+    listing = key_commands.add_parser(
+        "list", help="list keys (names and roles, never the keys)",
+        description="List API keys: name, role, where it came from, when; never the key.",
+        epilog="example: scaffold hub keys list --config vps/hub.toml",
+    )  # fmt: skip
+    _add_location(listing)
+    listing.set_defaults(run=_run_keys_list)
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke a key by name", description="Revoke an API key by name.",
+        epilog="example: scaffold hub keys revoke worker-1 --config vps/hub.toml",
+    )  # fmt: skip
+    revoke.add_argument("name", help="the key's name")
+    _add_location(revoke)
+    revoke.set_defaults(run=_run_keys_revoke)
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="HUB_TOML", help="the hub's hub.toml")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR",
+        help="the hub's database directory (default: from --config, or ./hub-data)",
+    )  # fmt: skip
 
 
 def _run_new(args: argparse.Namespace) -> int:
@@ -138,16 +187,89 @@ def _run_update(args: argparse.Namespace) -> int:
         interactive=interactive,
         data=_parse_data(args.data),
     )
-    print(
-        f"Updated {args.dir.resolve()} to template {commit}. Review with `git diff`, then commit."
-    )
+    print(f"Updated {args.dir.resolve()} to template {commit}. Review with `git diff`, then commit.")
     return 0
 
 
-def _add_data_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    parser.add_argument(
-        "--data", "-d", action="append", default=[], metavar="KEY=VALUE", help=help_text
+def _hub_settings(args: argparse.Namespace) -> Any:
+    from scaffold.hub.settings import load_settings
+
+    settings = load_settings(args.config)
+    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else None
+    return settings.with_overrides(
+        host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=data_dir
     )
+
+
+def _run_hub_serve(args: argparse.Namespace) -> int:
+    from scaffold.hub.server import serve
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise ScaffoldError(f"--port must be between 1 and 65535, got {args.port}")
+    serve(_hub_settings(args), access_log=args.access_log)
+    return 0
+
+
+def _run_keys_add(args: argparse.Namespace) -> int:
+    import time
+
+    from scaffold.hub.auth import new_key
+    from scaffold.hub.server import open_store
+
+    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+        key, digest = new_key()
+        store.add_key(args.name, args.role, digest, "cli", time.time())
+    print(key)
+    return 0
+
+
+def _run_keys_list(args: argparse.Namespace) -> int:
+    import time
+
+    from scaffold.hub.server import open_store
+
+    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+        keys = store.list_keys()
+    print(f"{'name':<24} {'role':<7} {'source':<10} {'created':<20} state")
+    for key in keys:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
+        state = "active" if key.revoked_at is None else "revoked"
+        print(f"{key.name:<24} {key.role:<7} {key.source:<10} {created:<20} {state}")
+    return 0
+
+
+def _run_keys_revoke(args: argparse.Namespace) -> int:
+    import time
+
+    from scaffold.hub.server import open_store
+
+    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+        store.revoke_key(args.name, time.time())
+    print(f"Revoked {args.name}; requests with it now get 401.")
+    return 0
+
+
+@contextmanager
+def _hub_errors() -> Iterator[None]:
+    """The hub's domain errors (a duplicate name, an unknown key) as one-line user errors."""
+    from scaffold.hub.errors import HubError
+
+    try:
+        yield
+    except HubError as error:
+        raise ScaffoldError(error.message) from error
+
+
+@contextmanager
+def _closing(store: Any) -> Iterator[Any]:
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _add_data_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--data", "-d", action="append", default=[], metavar="KEY=VALUE", help=help_text)
 
 
 def _parse_data(items: list[str]) -> dict[str, Any]:

@@ -80,9 +80,7 @@ class Questionnaire:
 
     specs: tuple[QuestionSpec, ...]
     env: SandboxedEnvironment = field(
-        default_factory=lambda: SandboxedEnvironment(
-            extensions=JINJA_EXTENSIONS, keep_trailing_newline=True
-        )
+        default_factory=lambda: SandboxedEnvironment(extensions=JINJA_EXTENSIONS, keep_trailing_newline=True)
     )
 
     @classmethod
@@ -93,9 +91,7 @@ class Questionnaire:
             raise TemplateError(f"cannot read the template questions in {path}: {error}") from error
         if not isinstance(raw, dict):
             raise TemplateError(f"{path} is not a mapping of questions")
-        return cls(
-            tuple(_spec(name, body) for name, body in raw.items() if not name.startswith("_"))
-        )
+        return cls(tuple(_spec(name, body) for name, body in raw.items() if not name.startswith("_")))
 
     def __iter__(self) -> Iterator[QuestionSpec]:
         return iter(self.specs)
@@ -190,9 +186,7 @@ class Questionnaire:
         """
         unknown = sorted(set(data) - set(self.names))
         if unknown:
-            raise AnswerError(
-                unknown[0], f"no such question; the questions are: {', '.join(self.names)}"
-            )
+            raise AnswerError(unknown[0], f"no such question; the questions are: {', '.join(self.names)}")
         context: dict[str, Any] = {}
         for spec in self.specs:
             if not self.is_asked(spec, context):

@@ -105,9 +105,7 @@ def check_new_destination(dest: Path) -> None:
         raise DestinationError(f"{dest} already exists and is not empty; choose a new directory")
 
 
-def copy_project(
-    dest: Path, answers: Mapping[str, Any], template: TemplateRef, *, quiet: bool
-) -> None:
+def copy_project(dest: Path, answers: Mapping[str, Any], template: TemplateRef, *, quiet: bool) -> None:
     """Render a new project into `dest` (which must not exist or be empty)."""
     from copier import run_copy  # imported late: `scaffold --help` stays fast
 

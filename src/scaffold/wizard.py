@@ -38,8 +38,7 @@ def load_questions(template: TemplateRef) -> Questionnaire:
     root = Path(template.src)
     if not root.is_dir():
         raise TemplateError(
-            f"the wizard reads questions from a local template; "
-            f"clone {template.src} and pass its path"
+            f"the wizard reads questions from a local template; clone {template.src} and pass its path"
         )
     if template.ref and (root / ".git").exists():
         shown = subprocess.run(
@@ -47,9 +46,7 @@ def load_questions(template: TemplateRef) -> Questionnaire:
             cwd=root, capture_output=True, text=True, check=False,
         )  # fmt: skip
         if shown.returncode != 0:
-            raise TemplateError(
-                f"no copier.yml at {template.ref} in {root}: {shown.stderr.strip()}"
-            )
+            raise TemplateError(f"no copier.yml at {template.ref} in {root}: {shown.stderr.strip()}")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "copier.yml"
             path.write_text(shown.stdout, encoding="utf-8")

@@ -1,0 +1,64 @@
+"""Errors of the hub's domain. Each carries the HTTP status and code the API answers with,
+so services raise them and the app renders `{"error": {"code", "message"}}` in one place."""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(HubError):
+    status = 422
+    code = "invalid_request"
+
+
+class MalformedJSON(HubError):
+    status = 400
+    code = "malformed_json"
+
+
+class Unauthorized(HubError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HubError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(HubError):
+    status = 404
+    code = "not_found"
+
+
+class LeaseConflict(HubError):
+    """A stale or wrong lease token, or a task no longer in a state that accepts the call."""
+
+    status = 409
+    code = "lease_conflict"
+
+
+class Conflict(HubError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(HubError):
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(HubError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

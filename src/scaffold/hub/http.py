@@ -1,0 +1,270 @@
+"""How an endpoint is declared and served: auth, validation, one error shape, OpenAPI.
+
+Each route is an `Endpoint`: method, path, required role, JSON Schemas of its body, query and
+responses, and an async handler. The same declaration validates requests (compiled once with
+fastjsonschema) and generates the OpenAPI document, so the API reference cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import fastjsonschema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scaffold.hub.errors import (
+    HubError,
+    InvalidRequest,
+    MalformedJSON,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+)
+from scaffold.hub.types import ApiKey, Role
+
+if TYPE_CHECKING:
+    from scaffold.hub.app import Hub
+
+log = logging.getLogger("scaffold.hub")
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in a path is simply not found
+
+
+@dataclass
+class Call:
+    """What a handler gets: the validated request and the hub's services."""
+
+    hub: Hub
+    request: Request
+    key: ApiKey | None
+    body: Any
+    query: dict[str, Any]
+    ids: dict[str, int]
+
+    @property
+    def actor(self) -> str:
+        return self.key.name if self.key else "anonymous"
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter: `schema` is its JSON Schema (integers are parsed from the text)."""
+
+    schema: dict[str, Any]
+    description: str
+    repeated: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {name} segments are positive integer ids
+    handler: Handler
+    summary: str
+    role: Role | None  # None: open to anyone
+    body: dict[str, Any] | None = None
+    query: Mapping[str, Param] = field(default_factory=dict)
+    responses: Mapping[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+def error_response(error: HubError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequests) else None
+    return JSONResponse(
+        {"error": {"code": error.code, "message": error.message}}, error.status, headers=headers
+    )
+
+
+def route(hub: Hub, endpoint: Endpoint) -> Route:
+    """A Starlette route that authenticates, validates and calls the endpoint's handler."""
+    validate_body = fastjsonschema.compile(endpoint.body) if endpoint.body is not None else None
+    validate_query = {name: fastjsonschema.compile(param.schema) for name, param in endpoint.query.items()}
+    id_names = [part[1:-1] for part in endpoint.path.split("/") if part.startswith("{")]
+
+    async def serve(request: Request) -> Response:
+        try:
+            key = None
+            if endpoint.role is not None:
+                address = request.client.host if request.client else "unknown"
+                key = hub.auth.authenticate(request.headers, address, endpoint.role)
+            ids = {name: _parse_id(name, request.path_params[name]) for name in id_names}
+            query = _parse_query(request, endpoint.query, validate_query)
+            body = None
+            if validate_body is not None:
+                body = _validated(validate_body, await _read_json(request), "body")
+            return await endpoint.handler(Call(hub, request, key, body, query, ids))
+        except HubError as error:
+            return error_response(error)
+
+    return Route(endpoint.path, serve, methods=[endpoint.method])
+
+
+async def _read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise MalformedJSON("the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedJSON(f"the request body is not valid JSON: {error}") from None
+
+
+def _validated(validate: Callable[[Any], Any], value: Any, where: str) -> Any:
+    try:
+        return validate(value)
+    except fastjsonschema.JsonSchemaValueException as error:
+        message = error.message.replace("data", where, 1)
+        raise InvalidRequest(message) from None
+    except (ValueError, TypeError, RecursionError) as error:  # pathological input
+        raise InvalidRequest(f"{where} is not acceptable: {error}") from None
+
+
+def _parse_id(name: str, text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
+        raise NotFound(f"{name} must be a positive integer id, got {text!r}")
+    return int(text)
+
+
+def _parse_query(
+    request: Request,
+    params: Mapping[str, Param],
+    validators: Mapping[str, Callable[[Any], Any]],
+) -> dict[str, Any]:
+    unknown = sorted(set(request.query_params) - set(params))
+    if unknown:
+        allowed = ", ".join(params) or "none"
+        raise InvalidRequest(f"unknown query parameter {unknown[0]!r}; allowed: {allowed}")
+    values: dict[str, Any] = {}
+    for name, param in params.items():
+        texts = request.query_params.getlist(name)
+        if not texts:
+            continue
+        if not param.repeated and len(texts) > 1:
+            raise InvalidRequest(f"query parameter {name!r} is given more than once")
+        schema = param.schema["items"] if param.repeated else param.schema
+        parsed = [_coerce(name, text, schema) for text in texts]
+        values[name] = _validated(validators[name], parsed if param.repeated else parsed[0], name)
+    return values
+
+
+def _coerce(name: str, text: str, schema: Mapping[str, Any]) -> Any:
+    if schema.get("type") == "integer":
+        stripped = text.strip()
+        if not stripped.lstrip("-").isdigit() or len(stripped) > 19:
+            raise InvalidRequest(f"query parameter {name!r} must be an integer, got {text!r}")
+        return int(stripped)
+    return text
+
+
+class BodyLimit:
+    """Refuses bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    await MalformedHeader()(scope, receive, send)
+                    return
+                if int(value) > self.max_bytes:
+                    await error_response(too_large)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise too_large
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class MalformedHeader:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = HubError("the Content-Length header is not a number")
+        await error_response(error)(scope, receive, send)
+
+
+def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the endpoints."""
+    paths: dict[str, dict[str, Any]] = {}
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for endpoint in endpoints:
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "operationId": _operation_id(endpoint),
+            "responses": {},
+        }
+        parameters = [
+            {"name": part[1:-1], "in": "path", "required": True,
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+            for part in endpoint.path.split("/") if part.startswith("{")
+        ]  # fmt: skip
+        for name, param in endpoint.query.items():
+            parameters.append(
+                {"name": name, "in": "query", "required": False, "description": param.description,
+                 "schema": param.schema, **({"explode": True} if param.repeated else {})}
+            )  # fmt: skip
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": endpoint.body}},
+            }
+        for status, (description, schema) in endpoint.responses.items():
+            response: dict[str, Any] = {"description": description}
+            if schema is not None:
+                response["content"] = {endpoint.content_type: {"schema": schema}}
+            operation["responses"][str(status)] = response
+        errors = {400: "Malformed request", 404: "Not found", 413: "Body too large",
+                  422: "Invalid request"}  # fmt: skip
+        if endpoint.role is not None:
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            errors |= {401: "Missing or wrong API key", 403: "The key's role may not do this",
+                       429: "Too many failed authentications"}  # fmt: skip
+        for status, description in errors.items():
+            operation["responses"].setdefault(
+                str(status),
+                {
+                    "description": description,
+                    "content": {"application/json": {"schema": error_ref}},
+                },
+            )
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "vps-agent-scaffold hub", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _operation_id(endpoint: Endpoint) -> str:
+    words = [p for p in endpoint.path.split("/") if p and not p.startswith("{") and p != "v1"]
+    return "_".join([endpoint.method.lower(), *words]) + ("_one" if "{" in endpoint.path else "")

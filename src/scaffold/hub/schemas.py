@@ -1,0 +1,151 @@
+"""JSON Schemas of the API: request bodies (validated) and responses (documented, tested)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scaffold.hub.types import TASK_STATES
+
+ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+TAG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}
+TEXT = {"type": "string", "maxLength": 1_000_000}
+TOKEN = {"type": "string", "minLength": 1, "maxLength": 200}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+
+def obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    """A closed object: unknown fields are refused, so a typo is an error, not ignored."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+NEW_TASK = obj(
+    ["title", "instructions"],
+    title={"type": "string", "minLength": 1, "maxLength": 500},
+    instructions=TEXT,
+    priority={"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
+    depends_on={
+        "type": "array",
+        "maxItems": 1000,
+        "items": {"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
+    },
+    ref={"type": "string", "minLength": 1, "maxLength": 100},
+    required_capabilities={"type": "array", "items": TAG, "maxItems": 64},
+    max_attempts={"type": "integer", "minimum": 1, "maximum": 100},
+)
+IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 200}
+
+CREATE_TASKS = {
+    "oneOf": [
+        obj(
+            ["tasks"],
+            tasks={"type": "array", "minItems": 1, "maxItems": 1000, "items": NEW_TASK},
+            idempotency_key=IDEMPOTENCY_KEY,
+        ),
+        {**NEW_TASK, "properties": {**NEW_TASK["properties"], "idempotency_key": IDEMPOTENCY_KEY}},
+    ]
+}
+CLAIM = obj(
+    ["worker_id"],
+    worker_id=ID,
+    capabilities={"type": "array", "items": TAG, "maxItems": 64},
+    wait={"type": "number", "minimum": 0, "maximum": 3600},
+)
+LEASE = obj(["lease_token"], lease_token=TOKEN)
+COMPLETE = obj(["lease_token"], lease_token=TOKEN, result=TEXT)
+FAIL = obj(["lease_token", "error"], lease_token=TOKEN, error={**TEXT, "minLength": 1})
+EMPTY = obj([])
+PLAN = obj(["goal", "plan"], goal={"type": "string", "maxLength": 10_000}, plan=TEXT)
+REGISTER = obj(
+    ["session_id", "role"],
+    session_id={"type": "string", "minLength": 1, "maxLength": 200},
+    role=TAG,
+    capabilities={"type": "array", "items": TAG, "maxItems": 64},
+)
+SEND = obj(
+    ["to", "body"],
+    to={"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
+    kind={"enum": ["message", "discovery"]},
+    body={"type": "string", "minLength": 1, "maxLength": 65_536},
+    sender={"type": "string", "minLength": 1, "maxLength": 100},
+)
+KEY_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
+REVOKE_KEY = obj(["name"], name=KEY_NAME)
+NEW_KEY = obj(
+    ["name", "role"],
+    name=KEY_NAME,
+    role={"enum": ["viewer", "agent", "admin"]},
+)
+
+COMPONENTS: dict[str, Any] = {
+    "Error": obj(
+        ["error"], error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"})
+    ),
+    "Task": obj(
+        ["id", "title", "instructions", "priority", "state", "depends_on", "required_capabilities",
+         "attempts", "max_attempts", "worker_id", "lease_expires_at", "result", "error",
+         "created_at", "updated_at", "claimed_at", "finished_at", "commit"],
+        id=ID, title={"type": "string"}, instructions={"type": "string"},
+        priority={"type": "integer"}, state={"enum": list(TASK_STATES)},
+        depends_on={"type": "array", "items": ID},
+        required_capabilities={"type": "array", "items": {"type": "string"}},
+        attempts={"type": "integer"}, max_attempts={"type": "integer"},
+        worker_id={"type": ["integer", "null"]}, lease_expires_at=NULLABLE_NUMBER,
+        result={"type": ["string", "null"]}, error={"type": ["string", "null"]},
+        created_at={"type": "number"}, updated_at={"type": "number"},
+        claimed_at=NULLABLE_NUMBER, finished_at=NULLABLE_NUMBER,
+        commit={"type": ["string", "null"]},
+        lease_token={"type": "string", "description": "only in the answer to a claim"},
+    ),
+    "Worker": obj(
+        ["id", "session_id", "role", "capabilities", "status", "current_task", "registered_at",
+         "last_seen", "idle_seconds"],
+        id=ID, session_id={"type": "string"}, role={"type": "string"},
+        capabilities={"type": "array", "items": {"type": "string"}},
+        status={"enum": ["active", "idle", "stopped", "lost"]},
+        current_task={"type": ["integer", "null"]}, registered_at={"type": "number"},
+        last_seen={"type": "number"}, idle_seconds={"type": "number"},
+    ),
+    "Message": obj(
+        ["id", "created_at", "sender", "to", "kind", "body"],
+        id=ID, created_at={"type": "number"}, sender={"type": "string"}, to={"type": "string"},
+        kind={"enum": ["message", "discovery"]}, body={"type": "string"},
+    ),
+    "Plan": obj(["goal", "plan", "updated_at"], goal={"type": "string"}, plan={"type": "string"},
+                updated_at=NULLABLE_NUMBER),
+    "Key": obj(["name", "role", "source", "created_at", "revoked_at"],
+               name={"type": "string"}, role={"enum": ["viewer", "agent", "admin"]},
+               source={"type": "string"}, created_at={"type": "number"},
+               revoked_at=NULLABLE_NUMBER),
+}  # fmt: skip
+
+KEY_CREATED = obj(
+    ["name", "role", "source", "created_at", "revoked_at", "key"],
+    **COMPONENTS["Key"]["properties"],
+    key={"type": "string", "description": "the key itself: shown this once, never stored"},
+)
+TASK = ref("Task")
+TASKS_PAGE = obj(["tasks", "next_cursor"], tasks={"type": "array", "items": TASK},
+                 next_cursor={"type": ["string", "null"]})  # fmt: skip
+BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
+WORKER = ref("Worker")
+MESSAGES_PAGE = obj(["messages", "next_cursor"],
+                    messages={"type": "array", "items": ref("Message")},
+                    next_cursor={"type": "string"})  # fmt: skip
+STATUS = obj(
+    ["progress", "stuck", "workers", "plan"],
+    progress=obj(["total", "done", "percent", "counts"], total={"type": "integer"},
+                 done={"type": "integer"}, percent={"type": "number"},
+                 counts={"type": "object", "additionalProperties": {"type": "integer"}}),
+    stuck={"type": "array", "items": ID},
+    workers={"type": "array", "items": WORKER},
+    plan=ref("Plan"),
+)  # fmt: skip

@@ -1,0 +1,175 @@
+"""The store: the hub's persistence as a small set of domain operations.
+
+Every operation that changes state is atomic, appends its events to the event log in the same
+transaction, and takes `now` from the caller (the services own the clock). The store knows
+nothing of HTTP. Any store (SQLite here, PostgreSQL later) must pass `tests/store_contract.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scaffold.hub.types import ApiKey, Event, Message, NewTask, Plan, Role, Task, TaskState, Worker
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    states: tuple[TaskState, ...] = ()
+    worker_id: int | None = None
+    after_id: int = 0
+    limit: int = 100
+
+
+class Store(ABC):
+    """Domain operations of the hub. Methods raise `scaffold.hub.errors` for bad ids or leases."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- keys -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_key(self, name: str, role: Role, sha256: str, source: str, now: float) -> ApiKey:
+        """Add a key; Conflict if the name or hash exists (a revoked name may be reused)."""
+
+    @abstractmethod
+    def sync_config_keys(self, keys: Sequence[tuple[str, Role, str]], now: float) -> None:
+        """Make the keys of hub.toml (name, role, sha256) present; a key revoked stays revoked."""
+
+    @abstractmethod
+    def find_key(self, sha256: str) -> ApiKey | None:
+        """The active key with this hash, if any."""
+
+    @abstractmethod
+    def list_keys(self) -> list[ApiKey]: ...
+
+    @abstractmethod
+    def revoke_key(self, name: str, now: float) -> ApiKey:
+        """Revoke an active key by name; NotFound if there is none."""
+
+    # -- plan -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def get_plan(self) -> Plan: ...
+
+    @abstractmethod
+    def set_plan(self, goal: str, plan: str, actor: str, now: float) -> Plan: ...
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_tasks(
+        self,
+        tasks: Sequence[NewTask],
+        default_max_attempts: int,
+        actor: str,
+        now: float,
+        idempotency: tuple[str, str] | None = None,
+    ) -> tuple[list[Task], bool]:
+        """Create a batch atomically: refs and ids in `depends_on` resolved, unknown ids refused.
+
+        The caller has checked the batch for cycles. `idempotency` is (key, request hash): a
+        repeated key with the same hash returns the first batch and False; with another hash it
+        is a Conflict. Returns the tasks and whether they were created now.
+        """
+
+    @abstractmethod
+    def get_task(self, task_id: int) -> Task:
+        """NotFound if there is no such task."""
+
+    @abstractmethod
+    def list_tasks(self, task_filter: TaskFilter) -> list[Task]:
+        """Tasks with id > after_id matching the filter, in id order, at most `limit`."""
+
+    @abstractmethod
+    def count_tasks(self) -> dict[TaskState, int]: ...
+
+    @abstractmethod
+    def stuck_tasks(self) -> list[int]:
+        """Blocked tasks with a dependency that can no longer finish (dead or cancelled)."""
+
+    @abstractmethod
+    def claim(
+        self,
+        worker_id: int,
+        capabilities: Sequence[str],
+        token: str,
+        lease_until: float,
+        now: float,
+    ) -> Task | None:
+        """Atomically claim the best ready task (priority, then FIFO) the capabilities cover."""
+
+    @abstractmethod
+    def heartbeat(self, task_id: int, token: str, lease_until: float, now: float) -> Task:
+        """Extend a lease; LeaseConflict unless the task is claimed with this token."""
+
+    @abstractmethod
+    def complete(self, task_id: int, token: str, result: str, now: float) -> tuple[Task, bool]:
+        """Mark done and unblock dependents. Done already with this token: (task, False)."""
+
+    @abstractmethod
+    def fail(self, task_id: int, token: str, error: str, now: float) -> Task:
+        """attempts + 1; back to ready, or dead at max_attempts."""
+
+    @abstractmethod
+    def release(self, task_id: int, token: str, now: float) -> Task:
+        """Give a claimed task back to ready without using an attempt."""
+
+    @abstractmethod
+    def cancel(self, task_id: int, actor: str, now: float) -> Task:
+        """Cancel a task that is not finished; Conflict if it is done, dead or cancelled."""
+
+    @abstractmethod
+    def reap(self, now: float) -> list[Task]:
+        """Return every claimed task whose lease expired to ready (attempts + 1) or dead."""
+
+    @abstractmethod
+    def set_commit(self, task_id: int, commit: str) -> None: ...
+
+    # -- workers --------------------------------------------------------------------------
+
+    @abstractmethod
+    def register_worker(self, session_id: str, role: str, capabilities: Sequence[str], now: float) -> Worker:
+        """Register, or re-register the same session (role and capabilities updated)."""
+
+    @abstractmethod
+    def get_worker(self, worker_id: int) -> Worker: ...
+
+    @abstractmethod
+    def find_worker_by_session(self, session_id: str) -> Worker | None: ...
+
+    @abstractmethod
+    def list_workers(self) -> list[Worker]: ...
+
+    @abstractmethod
+    def touch_worker(self, worker_id: int, now: float) -> Worker:
+        """Record that the worker is alive."""
+
+    @abstractmethod
+    def stop_worker(self, worker_id: int, now: float) -> Worker:
+        """Mark the worker stopped; its claimed tasks go back to ready without an attempt."""
+
+    # -- messages -------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_message(self, sender: str, target: str, kind: str, body: str, now: float) -> Message: ...
+
+    @abstractmethod
+    def read_messages(self, targets: Sequence[str] | None, after_id: int, limit: int) -> list[Message]:
+        """Messages with id > after_id to any of `targets` (None: all messages)."""
+
+    # -- events ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def append_event(self, event_type: str, now: float, actor: str | None = None, **data: object) -> Event:
+        """An event that no other operation records (for example a command run)."""
+
+    @abstractmethod
+    def events_after(self, after_id: int, limit: int) -> list[Event]: ...
+
+    @abstractmethod
+    def last_event_id(self) -> int: ...

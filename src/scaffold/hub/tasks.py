@@ -1,0 +1,198 @@
+"""The task queue's rules: what may be created, who gets which task, leases and fencing.
+
+The REST routes and the MCP tools both call `Queue`; the store does each change atomically.
+Time comes from an injected clock, so tests move it instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scaffold.hub.errors import Conflict, InvalidRequest
+from scaffold.hub.store.base import Store
+from scaffold.hub.types import Clock, NewTask, Task
+
+CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+# The life of a task, as (from, to, when). docs/queue.md is generated from this table.
+TRANSITIONS: tuple[tuple[str, str, str], ...] = (
+    ("(new)", "ready", "created with no dependency left to finish"),
+    ("(new)", "blocked", "created with a dependency that is not done"),
+    ("blocked", "ready", "its last unfinished dependency is completed"),
+    ("ready", "claimed", "a claim picks it: the best ready task (highest priority, then "
+                         "oldest) whose required capabilities the worker has; a fresh lease"),
+    ("claimed", "claimed", "heartbeat with the lease token: the lease is extended"),
+    ("claimed", "done", "complete with the lease token (the same token again is a no-op)"),
+    ("claimed", "ready", "fail, or the lease expires, with attempts left (attempts + 1); "
+                         "or release, or the worker stops (no attempt used)"),
+    ("claimed", "dead", "fail, or the lease expires, on the last attempt"),
+    ("blocked, ready, claimed", "cancelled", "cancel (admin key); a holder's token goes stale"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    lease_seconds: float = 300.0
+    max_attempts: int = 3
+    max_wait_seconds: float = 600.0
+    max_batch: int = 1000
+
+
+class ReadySignal:
+    """Wakes long-polling claimers when a task may have become ready (no polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+class Queue:
+    def __init__(
+        self, store: Store, clock: Clock, settings: QueueSettings, signal: ReadySignal | None = None
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.signal = signal or ReadySignal()
+        self.closing = False
+
+    # -- creating -------------------------------------------------------------------------
+
+    def create(
+        self,
+        tasks: Sequence[NewTask],
+        actor: str,
+        idempotency: tuple[str, str] | None = None,
+    ) -> tuple[list[Task], bool]:
+        """Create a batch; refuse bad capabilities, unknown refs and cycles before writing."""
+        if not tasks:
+            raise InvalidRequest("give at least one task")
+        if len(tasks) > self.settings.max_batch:
+            raise InvalidRequest(f"at most {self.settings.max_batch} tasks in one request")
+        refs: dict[str, int] = {}
+        for number, task in enumerate(tasks, start=1):
+            if not task.title.strip():
+                raise InvalidRequest(f"task {number}: the title is empty")
+            for tag in task.required_capabilities:
+                if not CAPABILITY.fullmatch(tag):
+                    raise InvalidRequest(
+                        f"task {number}: capability {tag!r} must be lowercase letters, digits, . _ -"
+                    )
+            if task.ref is not None:
+                if task.ref in refs:
+                    raise InvalidRequest(f"task {number}: ref {task.ref!r} is used twice")
+                refs[task.ref] = number - 1
+        for number, task in enumerate(tasks, start=1):
+            for dep in task.depends_on:
+                if isinstance(dep, str) and dep not in refs:
+                    raise InvalidRequest(f"task {number} depends on ref {dep!r}, which no task has")
+        _refuse_cycles(tasks, refs)
+        created, new = self.store.create_tasks(
+            tasks, self.settings.max_attempts, actor, self.clock(), idempotency
+        )
+        if new and any(task.state == "ready" for task in created):
+            self.signal.notify()
+        return created, new
+
+    # -- working --------------------------------------------------------------------------
+
+    async def claim(self, worker_id: int, capabilities: Sequence[str] | None, wait: float) -> Task | None:
+        """The best ready task this worker can do, waiting up to `wait` seconds for one."""
+        worker = self.store.get_worker(worker_id)
+        if worker.stopped_at is not None:
+            raise Conflict(f"worker {worker_id} is stopped; register again to take tasks")
+        caps = worker.capabilities if capabilities is None else tuple(capabilities)
+        deadline = self.clock() + min(max(wait, 0.0), self.settings.max_wait_seconds)
+        while True:
+            now = self.clock()
+            token = secrets.token_urlsafe(24)
+            task = self.store.claim(worker_id, caps, token, now + self.settings.lease_seconds, now)
+            if task is not None:
+                return task
+            remaining = deadline - self.clock()
+            if remaining <= 0 or self.closing:
+                self.store.touch_worker(worker_id, self.clock())
+                return None
+            await self.signal.wait(remaining)
+
+    def heartbeat(self, task_id: int, token: str) -> Task:
+        now = self.clock()
+        return self.store.heartbeat(task_id, token, now + self.settings.lease_seconds, now)
+
+    def complete(self, task_id: int, token: str, result: str) -> tuple[Task, bool]:
+        task, changed = self.store.complete(task_id, token, result, self.clock())
+        if changed:
+            self.signal.notify()  # dependents may be ready now
+        return task, changed
+
+    def fail(self, task_id: int, token: str, error: str) -> Task:
+        task = self.store.fail(task_id, token, error, self.clock())
+        if task.state == "ready":
+            self.signal.notify()
+        return task
+
+    def release(self, task_id: int, token: str) -> Task:
+        task = self.store.release(task_id, token, self.clock())
+        self.signal.notify()
+        return task
+
+    def cancel(self, task_id: int, actor: str) -> Task:
+        return self.store.cancel(task_id, actor, self.clock())
+
+    def reap(self) -> list[Task]:
+        """Return expired leases to the queue; the hub calls this every second."""
+        expired = self.store.reap(self.clock())
+        if any(task.state == "ready" for task in expired):
+            self.signal.notify()
+        return expired
+
+    def shutdown(self) -> None:
+        """Let every waiting claim return now (with no task)."""
+        self.closing = True
+        self.signal.notify()
+
+
+def _refuse_cycles(tasks: Sequence[NewTask], refs: dict[str, int]) -> None:
+    """Tasks may name later tasks of the same batch by ref, so a batch can hold a cycle."""
+    edges = {
+        index: [refs[dep] for dep in task.depends_on if isinstance(dep, str)]
+        for index, task in enumerate(tasks)
+    }
+    done: set[int] = set()
+    for start in edges:
+        path: list[int] = []
+        on_path: set[int] = set()
+        stack: list[tuple[int, int]] = [(start, 0)]
+        while stack:
+            node, child = stack.pop()
+            if child == 0:
+                if node in done:
+                    continue
+                path.append(node)
+                on_path.add(node)
+            if child < len(edges[node]):
+                stack.append((node, child + 1))
+                nxt = edges[node][child]
+                if nxt in on_path:
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    names = " -> ".join(tasks[i].ref or str(i + 1) for i in cycle)
+                    raise InvalidRequest(f"the dependencies form a cycle: {names}")
+                if nxt not in done:
+                    stack.append((nxt, 0))
+            else:
+                path.pop()
+                on_path.discard(node)
+                done.add(node)

@@ -1,0 +1,126 @@
+"""The core shapes the hub passes around, as plain frozen dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Clock = Callable[[], float]
+"""Seconds since the epoch; injected so tests move time instead of sleeping."""
+
+Role = Literal["viewer", "agent", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "agent", "admin")
+
+TaskState = Literal["blocked", "ready", "claimed", "done", "dead", "cancelled"]
+TASK_STATES: tuple[TaskState, ...] = ("blocked", "ready", "claimed", "done", "dead", "cancelled")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    role: Role
+    sha256: str
+    source: str  # "config" (hub.toml), "cli" or "generated"
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as a client asks for it. `depends_on` holds task ids or refs of the same batch."""
+
+    title: str
+    instructions: str
+    priority: int = 0
+    depends_on: tuple[int | str, ...] = ()
+    ref: str | None = None
+    required_capabilities: tuple[str, ...] = ()
+    max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    title: str
+    instructions: str
+    priority: int
+    state: TaskState
+    depends_on: tuple[int, ...]
+    required_capabilities: tuple[str, ...]
+    attempts: int
+    max_attempts: int
+    worker_id: int | None
+    lease_token: str | None
+    lease_expires_at: float | None
+    result: str | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    claimed_at: float | None
+    finished_at: float | None
+    commit: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The task as any reader may see it: everything but the lease token."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "instructions": self.instructions,
+            "priority": self.priority,
+            "state": self.state,
+            "depends_on": list(self.depends_on),
+            "required_capabilities": list(self.required_capabilities),
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "worker_id": self.worker_id,
+            "lease_expires_at": self.lease_expires_at,
+            "result": self.result,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "claimed_at": self.claimed_at,
+            "finished_at": self.finished_at,
+            "commit": self.commit,
+        }
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: int
+    session_id: str
+    role: str
+    capabilities: tuple[str, ...]
+    registered_at: float
+    last_seen: float
+    idle_since: float
+    stopped_at: float | None
+    current_task: int | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    created_at: float
+    sender: str
+    target: str
+    kind: Literal["message", "discovery"]
+    body: str
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: float
+    type: str
+    task_id: int | None = None
+    worker_id: int | None = None
+    actor: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    goal: str
+    plan: str
+    updated_at: float | None

@@ -1,0 +1,69 @@
+"""Worker registry: who is working, in which role, with which capabilities, and how alive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scaffold.hub.errors import InvalidRequest
+from scaffold.hub.store.base import Store
+from scaffold.hub.tasks import CAPABILITY
+from scaffold.hub.types import Clock, Worker
+
+
+class Workers:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        roles: Mapping[str, Sequence[str]],
+        lost_after_seconds: float,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.roles = roles
+        self.lost_after_seconds = lost_after_seconds
+
+    def register(self, session_id: str, role: str, capabilities: Sequence[str] | None) -> Worker:
+        """Register a session as a worker; the role's tags from hub.toml unless `capabilities`."""
+        if not session_id.strip():
+            raise InvalidRequest("session_id is empty")
+        if not CAPABILITY.fullmatch(role):
+            raise InvalidRequest(f"role {role!r} must be lowercase letters, digits, . _ -")
+        if capabilities is None:
+            if self.roles and role not in self.roles:
+                known = ", ".join(sorted(self.roles))
+                raise InvalidRequest(f"unknown role {role!r}; the roles are: {known}")
+            capabilities = list(self.roles.get(role, [role]))
+        for tag in capabilities:
+            if not CAPABILITY.fullmatch(tag):
+                raise InvalidRequest(f"capability {tag!r} must be lowercase letters, digits, . _ -")
+        return self.store.register_worker(session_id, role, capabilities, self.clock())
+
+    def heartbeat(self, worker_id: int) -> Worker:
+        return self.store.touch_worker(worker_id, self.clock())
+
+    def deregister(self, worker_id: int) -> Worker:
+        return self.store.stop_worker(worker_id, self.clock())
+
+    def status(self, worker: Worker) -> str:
+        if worker.stopped_at is not None:
+            return "stopped"
+        if self.clock() - worker.last_seen > self.lost_after_seconds:
+            return "lost"
+        return "active" if worker.current_task is not None else "idle"
+
+    def view(self, worker: Worker) -> dict[str, Any]:
+        now = self.clock()
+        status = self.status(worker)
+        return {
+            "id": worker.id,
+            "session_id": worker.session_id,
+            "role": worker.role,
+            "capabilities": list(worker.capabilities),
+            "status": status,
+            "current_task": worker.current_task,
+            "registered_at": worker.registered_at,
+            "last_seen": worker.last_seen,
+            "idle_seconds": round(now - worker.idle_since, 3) if status == "idle" else 0.0,
+        }
