@@ -206,7 +206,8 @@ def _run_hub_serve(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise ScaffoldError(f"--port must be between 1 and 65535, got {args.port}")
-    serve(_hub_settings(args), access_log=args.access_log)
+    with _hub_errors():
+        serve(_hub_settings(args), access_log=args.access_log)
     return 0
 
 
@@ -215,7 +216,10 @@ def _run_keys_add(args: argparse.Namespace) -> int:
 
     from scaffold.hub.auth import new_key
     from scaffold.hub.server import open_store
+    from scaffold.hub.settings import KEY_NAME, KEY_NAME_RULE
 
+    if not KEY_NAME.fullmatch(args.name):
+        raise ScaffoldError(f"key name {args.name!r}: {KEY_NAME_RULE}")
     with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
         key, digest = new_key()
         store.add_key(args.name, args.role, digest, "cli", time.time())

@@ -11,9 +11,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from scaffold import __version__
 from scaffold.hub import schemas as s
 from scaffold.hub.auth import new_key
-from scaffold.hub.errors import InvalidRequest
+from scaffold.hub.errors import InvalidRequest, LeaseConflict
 from scaffold.hub.events import stream
-from scaffold.hub.http import Call, Endpoint, Param
+from scaffold.hub.http import MAX_ID, Call, Endpoint, Param
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.types import TASK_STATES, Message, NewTask, Task
 
@@ -35,7 +35,10 @@ def message_view(message: Message) -> dict[str, Any]:
 
 
 def cursor_of(call: Call) -> int:
-    return int(call.query.get("cursor", "0"))
+    cursor = int(call.query.get("cursor", "0"))
+    if cursor > MAX_ID:  # 19 digits pass the pattern; SQLite cannot compare with more than this
+        raise InvalidRequest(f"cursor {cursor} is not a cursor this hub gave out")
+    return cursor
 
 
 # -- health and plan ---------------------------------------------------------------------
@@ -110,24 +113,29 @@ async def claim_task(call: Call) -> Response:
     return Response(status_code=204) if task is None else ok(claimed(task))
 
 
+def lease_token(call: Call) -> str:
+    token: str = call.body["lease_token"]
+    if not token.isascii():  # never one the hub gave out; hmac.compare_digest refuses non-ASCII text
+        raise LeaseConflict(f"task {call.ids['task_id']}: this lease token is not its current lease")
+    return token
+
+
 async def heartbeat_task(call: Call) -> Response:
-    return ok(claimed(call.hub.queue.heartbeat(call.ids["task_id"], call.body["lease_token"])))
+    return ok(claimed(call.hub.queue.heartbeat(call.ids["task_id"], lease_token(call))))
 
 
 async def complete_task(call: Call) -> Response:
-    task, _ = call.hub.queue.complete(
-        call.ids["task_id"], call.body["lease_token"], call.body.get("result", "")
-    )
+    task, _ = call.hub.queue.complete(call.ids["task_id"], lease_token(call), call.body.get("result", ""))
     return ok(task.public())
 
 
 async def fail_task(call: Call) -> Response:
-    task = call.hub.queue.fail(call.ids["task_id"], call.body["lease_token"], call.body["error"])
+    task = call.hub.queue.fail(call.ids["task_id"], lease_token(call), call.body["error"])
     return ok(task.public())
 
 
 async def release_task(call: Call) -> Response:
-    return ok(call.hub.queue.release(call.ids["task_id"], call.body["lease_token"]).public())
+    return ok(call.hub.queue.release(call.ids["task_id"], lease_token(call)).public())
 
 
 async def cancel_task(call: Call) -> Response:
@@ -205,8 +213,8 @@ async def status(call: Call) -> Response:
 
 async def events(call: Call) -> Response:
     header = call.request.headers.get("last-event-id", "").strip()
-    if header and not header.isdigit():
-        raise InvalidRequest(f"Last-Event-ID must be an event id, got {header!r}")
+    if header and not (header.isascii() and header.isdigit() and len(header) <= 19 and int(header) <= MAX_ID):
+        raise InvalidRequest(f"Last-Event-ID must be an event id, got {header[:40]!r}")
     after = int(header) if header else call.query.get("after", call.hub.store.last_event_id())
     return StreamingResponse(
         stream(call.hub.store, call.hub.bus, after),
@@ -308,7 +316,7 @@ ENDPOINTS: list[Endpoint] = [
              "Send to a worker id, role:<name>, coordinator or all", "agent", body=s.SEND,
              responses={201: ("The message", R("Message"))}),
     Endpoint("GET", "/v1/messages", read_messages, "Messages after a cursor", "viewer",
-             query={"for": Param({"type": "string", "pattern": "^(coordinator|worker:[0-9]{1,18})$"},
+             query={"for": Param({"type": "string", "pattern": "^(coordinator|worker:[1-9][0-9]{0,17})$"},
                                  "worker:<id> or coordinator: only what they should read"),
                     "cursor": CURSOR, "limit": PAGE},
              responses={200: ("A page of messages", s.MESSAGES_PAGE)}),

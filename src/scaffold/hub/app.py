@@ -99,6 +99,7 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.hub = hub
+    app.router.redirect_slashes = False  # /v1/tasks/ is a 404 in the JSON shape, not a redirect
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

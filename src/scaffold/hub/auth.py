@@ -44,14 +44,16 @@ class Authenticator:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def authenticate(self, headers: Mapping[str, str], address: str, required: Role) -> ApiKey:
-        self._check_rate(address)
+        """The caller's key. Past the failure limit an address gets 429 for bad keys only:
+        keys are 256-bit random, so the limit curbs floods rather than guessing, and one
+        misconfigured worker must not lock out the others sharing its address."""
         presented = _presented_key(headers)
-        if presented is None:
-            self._record_failure(address)
-            raise Unauthorized("send the API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
-        key = self.store.find_key(digest(presented))
+        key = self.store.find_key(digest(presented)) if presented is not None else None
         if key is None:
+            self._check_rate(address)
             self._record_failure(address)
+            if presented is None:
+                raise Unauthorized("send the API key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
             raise Unauthorized("the API key is not valid (wrong, or revoked)")
         if ROLE_RANK[key.role] < ROLE_RANK[required]:
             raise Forbidden(f"this needs the {required} role; key {key.name!r} is {key.role}")

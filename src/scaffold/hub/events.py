@@ -6,30 +6,20 @@ this module only wakes readers when rows are appended, and formats them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 
+from scaffold.hub.signals import Signal
 from scaffold.hub.store.base import Store
 from scaffold.hub.types import Event
 
 
-class EventBus:
+class EventBus(Signal):
     """Notified after every committed write; wakes the open streams."""
 
     def __init__(self) -> None:
-        self._changed = asyncio.Event()
+        super().__init__()
         self.closing = False
-
-    def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
 
     def close(self) -> None:
         self.closing = True

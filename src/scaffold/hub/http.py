@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("scaffold.hub")
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in a path is simply not found
+# ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses or reads.
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 @dataclass
@@ -86,7 +90,7 @@ def error_response(error: HubError) -> JSONResponse:
 
 def route(hub: Hub, endpoint: Endpoint) -> Route:
     """A Starlette route that authenticates, validates and calls the endpoint's handler."""
-    validate_body = fastjsonschema.compile(endpoint.body) if endpoint.body is not None else None
+    validate_body = _body_validator(endpoint.body) if endpoint.body is not None else None
     validate_query = {name: fastjsonschema.compile(param.schema) for name, param in endpoint.query.items()}
     id_names = [part[1:-1] for part in endpoint.path.split("/") if part.startswith("{")]
 
@@ -109,27 +113,84 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
 
 
 async def _read_json(request: Request) -> Any:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:  # nobody to answer; not an error of the hub
+        raise HubError("the client closed the connection before sending the whole body") from None
     if not raw.strip():
         raise MalformedJSON("the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_number)
+        # A \ud800 escape parses to a lone surrogate, which no UTF-8 store can hold.
+        json.dumps(value, ensure_ascii=False).encode()
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedJSON(f"the request body is not valid JSON: {error}") from None
+    except UnicodeEncodeError:
+        raise MalformedJSON("the request body holds a lone surrogate (\\ud800-\\udfff) in a string") from None
+    except RecursionError:
+        raise MalformedJSON("the request body nests arrays or objects too deeply") from None
+    return value
+
+
+def _number(text: str) -> int | float:
+    # JSON Schema counts 46.0 as the integer 46, so the validators accept it where an id goes;
+    # make it one, or the services would take the float for something else (a ref, a new id).
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def _not_a_number(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON does not have; NaN passes every
+    # minimum/maximum check (a claim's `wait: NaN` would wait forever).
+    raise MalformedJSON(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+def _body_validator(schema: dict[str, Any]) -> Callable[[Any], Any]:
+    """Validate a body; when it matches no form of a `oneOf`, say what is wrong in the form it meant.
+
+    fastjsonschema only says "must be valid exactly by one definition (0 matches found)". The
+    form the client meant is the one whose required fields it sent (a batch sends `tasks`).
+    """
+    validate = fastjsonschema.compile(schema)
+    forms = [(form, fastjsonschema.compile(form)) for form in schema.get("oneOf", [])]
+    if not forms:
+        return validate
+
+    def validate_forms(value: Any) -> Any:
+        try:
+            return validate(value)
+        except fastjsonschema.JsonSchemaValueException as error:
+            if error.rule != "oneOf" or error.path != ["data"]:
+                raise
+            problems: list[fastjsonschema.JsonSchemaValueException] = []
+            for form, validate_form in forms:
+                try:
+                    validate_form(value)
+                except fastjsonschema.JsonSchemaValueException as problem:
+                    if isinstance(value, dict) and set(form.get("required", ())) <= set(value):
+                        raise problem from None
+                    problems.append(problem)
+            if len(problems) < len(forms):
+                raise  # one form matched, so several did: the original message says so
+            messages = list(dict.fromkeys(problem.message for problem in problems))
+            raise fastjsonschema.JsonSchemaValueException("; or ".join(messages)) from None
+
+    return validate_forms
 
 
 def _validated(validate: Callable[[Any], Any], value: Any, where: str) -> Any:
     try:
         return validate(value)
     except fastjsonschema.JsonSchemaValueException as error:
-        message = error.message.replace("data", where, 1)
+        # fastjsonschema names the value "data"; each message (or alternative) starts with it
+        message = re.sub(r"(^|; or )data", lambda found: found[1] + where, error.message)
         raise InvalidRequest(message) from None
     except (ValueError, TypeError, RecursionError) as error:  # pathological input
         raise InvalidRequest(f"{where} is not acceptable: {error}") from None
 
 
 def _parse_id(name: str, text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
+    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= MAX_ID:
         raise NotFound(f"{name} must be a positive integer id, got {text!r}")
     return int(text)
 
@@ -159,7 +220,7 @@ def _parse_query(
 def _coerce(name: str, text: str, schema: Mapping[str, Any]) -> Any:
     if schema.get("type") == "integer":
         stripped = text.strip()
-        if not stripped.lstrip("-").isdigit() or len(stripped) > 19:
+        if not _INTEGER.fullmatch(stripped):
             raise InvalidRequest(f"query parameter {name!r} must be an integer, got {text!r}")
         return int(stripped)
     return text
@@ -182,7 +243,7 @@ class BodyLimit:
                 if not value.isdigit():
                     await MalformedHeader()(scope, receive, send)
                     return
-                if int(value) > self.max_bytes:
+                if len(value) > 19 or int(value) > self.max_bytes:  # int() refuses 4300+ digits
                     await error_response(too_large)(scope, receive, send)
                     return
         seen = 0

@@ -23,10 +23,12 @@ class Messages:
             raise InvalidRequest(f"cannot send to {to!r}: use a worker id, role:<name>, coordinator or all")
         if target.startswith("worker:"):
             self.store.get_worker(int(target.removeprefix("worker:")))  # NotFound for a bad id
+        if kind not in ("message", "discovery"):
+            raise InvalidRequest(f"kind is message or discovery, not {kind!r}")
         if not body.strip():
             raise InvalidRequest("the message is empty")
-        if len(body.encode()) > MAX_BODY:
-            raise InvalidRequest(f"a message holds at most {MAX_BODY} bytes")
+        if len(body) > MAX_BODY:
+            raise InvalidRequest(f"a message holds at most {MAX_BODY} characters")
         return self.store.add_message(sender, target, kind, body, self.clock())
 
     def read(self, reader: str | None, after_id: int, limit: int) -> list[Message]:

@@ -23,25 +23,44 @@ def obj(required: list[str], **properties: Any) -> dict[str, Any]:
     }
 
 
+def described(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {**schema, "description": description}
+
+
 def ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
 NEW_TASK = obj(
     ["title", "instructions"],
-    title={"type": "string", "minLength": 1, "maxLength": 500},
-    instructions=TEXT,
-    priority={"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
-    depends_on={
-        "type": "array",
-        "maxItems": 1000,
-        "items": {"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
-    },
-    ref={"type": "string", "minLength": 1, "maxLength": 100},
-    required_capabilities={"type": "array", "items": TAG, "maxItems": 64},
-    max_attempts={"type": "integer", "minimum": 1, "maximum": 100},
+    title=described({"type": "string", "minLength": 1, "maxLength": 500}, "one line"),
+    instructions=described(TEXT, "markdown: everything a worker with no context needs"),
+    priority=described(
+        {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
+        "higher is claimed first (default 0)",
+    ),
+    depends_on=described(
+        {
+            "type": "array",
+            "maxItems": 1000,
+            "items": {"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
+        },
+        "ids of existing tasks, or refs of tasks in the same batch; ready when all are done",
+    ),
+    ref=described(
+        {"type": "string", "minLength": 1, "maxLength": 100}, "a name other tasks of the batch can depend on"
+    ),
+    required_capabilities=described(
+        {"type": "array", "items": TAG, "maxItems": 64}, "tags a worker must all have to claim it"
+    ),
+    max_attempts=described(
+        {"type": "integer", "minimum": 1, "maximum": 100}, "default from hub.toml [queue]"
+    ),
 )
-IDEMPOTENCY_KEY = {"type": "string", "minLength": 1, "maxLength": 200}
+IDEMPOTENCY_KEY = described(
+    {"type": "string", "minLength": 1, "maxLength": 200},
+    "the same key again returns the first result instead of creating duplicates",
+)
 
 CREATE_TASKS = {
     "oneOf": [
@@ -56,8 +75,14 @@ CREATE_TASKS = {
 CLAIM = obj(
     ["worker_id"],
     worker_id=ID,
-    capabilities={"type": "array", "items": TAG, "maxItems": 64},
-    wait={"type": "number", "minimum": 0, "maximum": 3600},
+    capabilities=described(
+        {"type": "array", "items": TAG, "maxItems": 64},
+        "narrow the worker's registered tags for this claim",
+    ),
+    wait=described(
+        {"type": "number", "minimum": 0, "maximum": 3600},
+        "seconds to wait for a task (long poll); capped at the hub's max_wait_seconds",
+    ),
 )
 LEASE = obj(["lease_token"], lease_token=TOKEN)
 COMPLETE = obj(["lease_token"], lease_token=TOKEN, result=TEXT)
@@ -68,11 +93,16 @@ REGISTER = obj(
     ["session_id", "role"],
     session_id={"type": "string", "minLength": 1, "maxLength": 200},
     role=TAG,
-    capabilities={"type": "array", "items": TAG, "maxItems": 64},
+    capabilities=described(
+        {"type": "array", "items": TAG, "maxItems": 64}, "default: the role's tags from hub.toml [roles]"
+    ),
 )
 SEND = obj(
     ["to", "body"],
-    to={"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
+    to=described(
+        {"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
+        "a worker id, role:<name>, coordinator or all",
+    ),
     kind={"enum": ["message", "discovery"]},
     body={"type": "string", "minLength": 1, "maxLength": 65_536},
     sender={"type": "string", "minLength": 1, "maxLength": 100},
@@ -103,7 +133,7 @@ COMPONENTS: dict[str, Any] = {
         created_at={"type": "number"}, updated_at={"type": "number"},
         claimed_at=NULLABLE_NUMBER, finished_at=NULLABLE_NUMBER,
         commit={"type": ["string", "null"]},
-        lease_token={"type": "string", "description": "only in the answer to a claim"},
+        lease_token={"type": "string", "description": "only in answers to a claim or a heartbeat"},
     ),
     "Worker": obj(
         ["id", "session_id", "role", "capabilities", "status", "current_task", "registered_at",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import sqlite3
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
+from scaffold.errors import ScaffoldError
 from scaffold.hub.auth import new_key
 from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.sqlite import SQLiteStore
@@ -15,17 +22,21 @@ INITIAL_KEY_FILE = "initial-admin-key"
 
 
 def open_store(settings: HubSettings) -> SQLiteStore:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SQLiteStore.in_dir(settings.data_dir)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return SQLiteStore.in_dir(settings.data_dir)
+    except (OSError, sqlite3.Error) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ScaffoldError(f"cannot use {settings.data_dir} as the hub's data directory: {reason}") from None
 
 
 def ensure_admin_key(store: SQLiteStore, settings: HubSettings, out: TextIO) -> None:
     """With no usable key at all, create an admin key and show it exactly once.
 
     On a terminal it is printed. Otherwise (systemd, a pipe) it would end up in a log, so it
-    goes to a file only its owner can read, and the log says where.
+    goes to a file only its owner can read, and the log says where. Call it after the
+    app is created, which syncs the keys of hub.toml into the store.
     """
-    store.sync_config_keys(settings.keys, time.time())
     if any(key.revoked_at is None for key in store.list_keys()):
         return
     key, digest = new_key()
@@ -46,10 +57,11 @@ def serve(settings: HubSettings, *, access_log: bool = False, out: TextIO = sys.
 
     from scaffold.hub.app import create_app
 
+    listener = _listen(settings.host, settings.port)
     store = open_store(settings)
     try:
-        ensure_admin_key(store, settings, out)
         app = create_app(store, settings)
+        ensure_admin_key(store, settings, out)
         hub = app.state.hub
 
         class Server(uvicorn.Server):
@@ -57,6 +69,21 @@ def serve(settings: HubSettings, *, access_log: bool = False, out: TextIO = sys.
                 super().handle_exit(sig, frame)
                 # Long polls and event streams would hold the stop for minutes: end them now.
                 hub.shutdown()
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # uvicorn's own version raises the caught SIGTERM again once it has stopped, so
+                # the process would die of it (exit 143) before the store below is closed.
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                stops = (signal.SIGINT, signal.SIGTERM)
+                previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+                try:
+                    yield
+                finally:
+                    for sig, handler in previous.items():
+                        signal.signal(sig, handler)
 
         config = uvicorn.Config(
             app,
@@ -72,9 +99,25 @@ def serve(settings: HubSettings, *, access_log: bool = False, out: TextIO = sys.
             file=out,
             flush=True,
         )
-        Server(config).run()
+        Server(config).run(sockets=[listener])
     finally:
         store.close()
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind here rather than in uvicorn, so a taken port is one clear error before anything starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ScaffoldError(f"cannot listen on {_display_host(host)}:{port}: {reason}") from None
+    return listener
 
 
 def _display_host(host: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -9,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import ScaffoldError
+from scaffold.hub.schemas import KEY_NAME as KEY_NAME_SCHEMA
 from scaffold.hub.types import ROLES, Role
 
 DEFAULT_PORT = 5555
+MAX_PORT = 65535
+KEY_NAME = re.compile(KEY_NAME_SCHEMA["pattern"])
+KEY_NAME_RULE = "use letters, digits, . _ - (at most 64, starting with a letter or digit)"
 
 
 class ConfigError(ScaffoldError):
@@ -87,6 +92,8 @@ def load_settings(config: Path | None) -> HubSettings:
                 raise ConfigError(f"{config}: {section}.{key} has the wrong type ({value!r})")
             if name in _POSITIVE and isinstance(value, int | float) and value <= 0:
                 raise ConfigError(f"{config}: {section}.{key} must be positive")
+            if name == "port" and isinstance(value, int) and value > MAX_PORT:
+                raise ConfigError(f"{config}: server.port must be between 1 and {MAX_PORT}, got {value}")
             values[name] = value
     for name in ("data_dir", "workspace"):
         if name in values:
@@ -113,9 +120,11 @@ def _keys(config: Path, raw: Any) -> tuple[tuple[str, Role, str], ...]:
         if not isinstance(entry, dict) or set(entry) != {"name", "role", "sha256"}:
             raise ConfigError(f"{config}: [[keys]] entry {number} needs exactly name, role, sha256")
         name, role, digest = entry["name"], entry["role"], entry["sha256"]
+        if not (isinstance(name, str) and KEY_NAME.fullmatch(name)):
+            raise ConfigError(f"{config}: [[keys]] entry {number} has name {name!r}; {KEY_NAME_RULE}")
         if role not in ROLES:
             raise ConfigError(f"{config}: key {name!r} has role {role!r}; use viewer, agent or admin")
         if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
             raise ConfigError(f"{config}: key {name!r} needs sha256 as 64 lowercase hex characters")
-        keys.append((str(name), role, digest))
+        keys.append((name, role, digest))
     return tuple(keys)

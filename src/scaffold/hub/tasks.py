@@ -6,14 +6,14 @@ Time comes from an injected clock, so tests move it instead of sleeping.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import math
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scaffold.hub.errors import Conflict, InvalidRequest
+from scaffold.hub.signals import Signal
 from scaffold.hub.store.base import Store
 from scaffold.hub.types import Clock, NewTask, Task
 
@@ -43,20 +43,8 @@ class QueueSettings:
     max_batch: int = 1000
 
 
-class ReadySignal:
-    """Wakes long-polling claimers when a task may have become ready (no polling)."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+ReadySignal = Signal
+"""Wakes long-polling claimers when a task may have become ready."""
 
 
 class Queue:
@@ -97,6 +85,8 @@ class Queue:
                 refs[task.ref] = number - 1
         for number, task in enumerate(tasks, start=1):
             for dep in task.depends_on:
+                if isinstance(dep, bool) or not isinstance(dep, int | str):
+                    raise InvalidRequest(f"task {number}: depends_on holds task ids or refs, not {dep!r}")
                 if isinstance(dep, str) and dep not in refs:
                     raise InvalidRequest(f"task {number} depends on ref {dep!r}, which no task has")
         _refuse_cycles(tasks, refs)
@@ -110,13 +100,20 @@ class Queue:
     # -- working --------------------------------------------------------------------------
 
     async def claim(self, worker_id: int, capabilities: Sequence[str] | None, wait: float) -> Task | None:
-        """The best ready task this worker can do, waiting up to `wait` seconds for one."""
-        worker = self.store.get_worker(worker_id)
-        if worker.stopped_at is not None:
-            raise Conflict(f"worker {worker_id} is stopped; register again to take tasks")
-        caps = worker.capabilities if capabilities is None else tuple(capabilities)
+        """The best ready task this worker can do, waiting up to `wait` seconds for one.
+
+        `capabilities` narrows what the worker registered with (never widens it).
+        """
+        wait = wait if math.isfinite(wait) else 0.0
         deadline = self.clock() + min(max(wait, 0.0), self.settings.max_wait_seconds)
         while True:
+            # Checked on every pass: a worker stopped while it waits must not take a task.
+            worker = self.store.get_worker(worker_id)
+            if worker.stopped_at is not None:
+                raise Conflict(f"worker {worker_id} is stopped; register again to take tasks")
+            caps = worker.capabilities
+            if capabilities is not None:
+                caps = tuple(tag for tag in caps if tag in set(capabilities))
             now = self.clock()
             token = secrets.token_urlsafe(24)
             task = self.store.claim(worker_id, caps, token, now + self.settings.lease_seconds, now)

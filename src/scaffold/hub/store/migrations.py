@@ -52,8 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
     -- not in it, so many of them cost a claim nothing.
     CREATE INDEX tasks_ready ON tasks (priority DESC, id) WHERE state = 'ready';
     CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state = 'claimed';
-    CREATE INDEX tasks_by_state ON tasks (state, id);
-    CREATE INDEX tasks_by_worker ON tasks (worker_id) WHERE state = 'claimed';
+    -- No (state, id) index: with one, the planner serves the claim's state = 'ready' from it
+    -- and sorts every ready task (4 ms a claim at 20k tasks instead of 0.05 ms).
+    -- A worker's current task (its latest claim) is one seek, however many it holds.
+    CREATE INDEX tasks_by_worker ON tasks (worker_id, claimed_at DESC) WHERE state = 'claimed';
 
     CREATE TABLE task_deps (
         task_id     INTEGER NOT NULL REFERENCES tasks (id),

@@ -47,7 +47,7 @@ UPDATE tasks
    SET state = 'claimed', worker_id = :worker, lease_token = :token,
        lease_expires_at = :until, claimed_at = :now, updated_at = :now
  WHERE id = (
-       SELECT id FROM tasks
+       SELECT id FROM tasks INDEXED BY tasks_ready
         WHERE state = 'ready'
           AND (required_capabilities = '[]' OR NOT EXISTS (
                 SELECT 1 FROM json_each(tasks.required_capabilities) AS need
@@ -97,6 +97,7 @@ class SQLiteStore(Store):
     def _migrate(self) -> None:
         version = self.schema_version
         if version > len(MIGRATIONS):
+            self.close()
             raise HubError(
                 f"{self.path} was written by a newer hub (schema {version}, this hub knows "
                 f"{len(MIGRATIONS)}); upgrade vps-agent-scaffold"
@@ -172,23 +173,37 @@ class SQLiteStore(Store):
         with self._write() as db:
             for name, role, sha256 in keys:
                 row = db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    clash = db.execute("SELECT name FROM keys WHERE sha256 = ?", (sha256,)).fetchone()
-                    if clash is not None:
-                        raise Conflict(f"hub.toml key {name!r} has the same hash as key {clash[0]!r}")
-                    db.execute(
-                        "INSERT INTO keys (name, role, sha256, source, created_at) "
-                        "VALUES (?, ?, ?, 'config', ?)",
-                        (name, role, sha256, now),
-                    )
-                    self._event(db, "key.added", now, name=name, role=role, source="config")
-                elif row["source"] != "config":
+                if row is not None and row["source"] != "config":
                     raise Conflict(
                         f"hub.toml names key {name!r}, which was added with `scaffold hub keys add`; "
                         "rename one of them"
                     )
-                elif row["revoked_at"] is None and (row["sha256"], row["role"]) != (sha256, role):
-                    db.execute("UPDATE keys SET sha256 = ?, role = ? WHERE name = ?", (sha256, role, name))
+                if row is not None and row["sha256"] == sha256:
+                    if row["role"] != role and row["revoked_at"] is None:
+                        db.execute("UPDATE keys SET role = ? WHERE name = ?", (role, name))
+                        self._event(db, "key.changed", now, name=name, role=role)
+                    continue  # unchanged, or revoked: a revoked hash never comes back
+                clash = db.execute(
+                    "SELECT name FROM keys WHERE sha256 = ? AND name != ?", (sha256, name)
+                ).fetchone()
+                if clash is not None:
+                    raise Conflict(f"hub.toml key {name!r} has the same hash as key {clash[0]!r}")
+                # A new key, or a new hash for the name (a rotation, even of a revoked key).
+                db.execute("DELETE FROM keys WHERE name = ?", (name,))
+                db.execute(
+                    "INSERT INTO keys (name, role, sha256, source, created_at) VALUES (?, ?, ?, 'config', ?)",
+                    (name, role, sha256, now),
+                )
+                self._event(db, "key.added", now, name=name, role=role, source="config")
+            # A key taken out of hub.toml stops working.
+            names = [name for name, _, _ in keys]
+            removed = db.execute(
+                f"UPDATE keys SET revoked_at = ? WHERE source = 'config' AND revoked_at IS NULL "
+                f"AND name NOT IN ({','.join('?' * len(names))}) RETURNING name",
+                (now, *names),
+            ).fetchall()
+            for (name,) in removed:
+                self._event(db, "key.revoked", now, name=name)
 
     def find_key(self, sha256: str) -> ApiKey | None:
         with self._read() as db:
@@ -196,7 +211,7 @@ class SQLiteStore(Store):
                 "SELECT * FROM keys WHERE sha256 = ? AND revoked_at IS NULL", (sha256,)
             ).fetchone()
         # The lookup is by digest; comparing it again in constant time costs nothing.
-        if row is None or not hmac.compare_digest(row["sha256"], sha256):
+        if row is None or not hmac.compare_digest(row["sha256"].encode(), sha256.encode()):
             return None
         return _key(row)
 
@@ -380,7 +395,7 @@ class SQLiteStore(Store):
         ).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
-        if row["state"] != "claimed" or not hmac.compare_digest(row["lease_token"] or "", token):
+        if row["state"] != "claimed" or not _same_token(row["lease_token"], token):
             raise LeaseConflict(
                 f"task {task_id} is {row['state']} and this lease token is not its current lease; "
                 "stop working on it"
@@ -400,11 +415,7 @@ class SQLiteStore(Store):
     def complete(self, task_id: int, token: str, result: str, now: float) -> tuple[Task, bool]:
         with self._write() as db:
             row = db.execute("SELECT state, lease_token FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            if (
-                row is not None
-                and row["state"] == "done"
-                and hmac.compare_digest(row["lease_token"] or "", token)
-            ):
+            if row is not None and row["state"] == "done" and _same_token(row["lease_token"], token):
                 return self._task_by_id(db, task_id), False
             leased = self._leased(db, task_id, token)
             db.execute(
@@ -495,6 +506,8 @@ class SQLiteStore(Store):
             for task_id, worker_id in expired:
                 state = self._retry_or_bury(db, task_id, "lease expired", now)
                 self._event(db, "task.expired", now, task_id=task_id, worker_id=worker_id, state=state)
+                # Idle from now on, but not seen: a lost worker must still look lost.
+                db.execute("UPDATE workers SET idle_since = ? WHERE id = ?", (now, worker_id))
             return [self._task_by_id(db, task_id) for task_id, _ in expired]
 
     def set_commit(self, task_id: int, commit: str) -> None:
@@ -548,7 +561,8 @@ class SQLiteStore(Store):
 
     def stop_worker(self, worker_id: int, now: float) -> Worker:
         with self._write() as db:
-            self._worker_by_id(db, worker_id)
+            if self._worker_by_id(db, worker_id).stopped_at is not None:
+                return self._worker_by_id(db, worker_id)  # stopping twice changes nothing
             held = db.execute(
                 "SELECT id FROM tasks WHERE worker_id = ? AND state = 'claimed'", (worker_id,)
             ).fetchall()
@@ -614,6 +628,11 @@ class SQLiteStore(Store):
     def last_event_id(self) -> int:
         with self._read() as db:
             return int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+
+def _same_token(stored: str | None, presented: str) -> bool:
+    """Constant-time comparison; as bytes, so any text a client sends compares (unequal)."""
+    return stored is not None and hmac.compare_digest(stored.encode(), presented.encode())
 
 
 def _statements(script: str) -> Iterator[str]:
