@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound
-from scaffold.hub.store.base import Store, TaskFilter
+from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
 from scaffold.hub.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
 
 T0 = 1_000_000.0
@@ -377,6 +377,33 @@ class StoreContract:
         (task,) = create(store, new("any"))
         worker = register(store, caps=("python", "git"))
         assert claimed(store, worker).id == task.id
+
+    def test_a_claim_batch_answers_each_request_in_order_and_never_twice(self, store: Store) -> None:
+        high, low, gpu = create(
+            store, new("high", priority=5), new("low"), new("gpu", required_capabilities=("gpu",))
+        )
+        first, second = register(store, "s-1", ("gpu", "python")), register(store, "s-2", ("python",))
+        stopped = register(store, "s-3")
+        store.stop_worker(stopped.id, T0)
+        results = store.claim_batch(
+            [
+                ClaimRequest(first.id, ("python",), "t-1"),  # narrowed: may not take the gpu task
+                ClaimRequest(second.id, None, "t-2"),
+                ClaimRequest(stopped.id, None, "t-3"),
+                ClaimRequest(first.id + 99, None, "t-4"),
+                ClaimRequest(second.id, None, "t-5"),  # nothing left it can do
+                ClaimRequest(first.id, None, "t-6"),
+            ],
+            T0 + LEASE,
+            T0,
+        )
+        assert [getattr(r, "id", None) for r in results[:2]] == [high.id, low.id]
+        assert isinstance(results[2], Conflict) and "stopped" in results[2].message
+        assert isinstance(results[3], NotFound)
+        assert results[4] is None
+        assert isinstance(results[5], Task) and results[5].id == gpu.id
+        assert results[5].lease_token == "t-6"
+        assert store.count_tasks()["claimed"] == 3
 
     def test_claim_with_nothing_ready_returns_none(self, store: Store) -> None:
         worker = register(store)

@@ -460,3 +460,20 @@ def test_one_queue_serves_successive_event_loops(store: SQLiteStore) -> None:
 
     task = asyncio.run(woken())
     assert task is not None and task.title == "a"
+
+
+def test_claims_that_arrive_together_share_one_transaction(queue: Queue, clock: FakeClock) -> None:
+    """Ten workers claim at once for five tasks: one commit, five distinct tasks, five misses."""
+    queue.create([new(f"t{i}") for i in range(5)], "coordinator")
+    workers = [queue.store.register_worker(f"s-{i}", "backend", [], clock()) for i in range(10)]
+    commits: list[int] = []
+    queue.store.on_commit.append(lambda: commits.append(1))  # type: ignore[attr-defined]
+
+    async def all_at_once() -> list[Task | None]:
+        return await asyncio.gather(*(queue.claim(worker.id, None, 0) for worker in workers))
+
+    results = asyncio.run(all_at_once())
+    got = [task.id for task in results if task is not None]
+    assert len(got) == len(set(got)) == 5
+    # One commit for the batch of claims, one per worker that found nothing (seen, idle).
+    assert len(commits) == 1 + 5

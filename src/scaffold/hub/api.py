@@ -251,6 +251,13 @@ TASK_ID_PATH = "/v1/tasks/{task_id}"
 R = s.ref
 
 ENDPOINTS: list[Endpoint] = [
+    # The hot path first: Starlette tries routes in order.
+    Endpoint("POST", "/v1/tasks/claim", claim_task,
+             "Claim the best ready task the worker can do; wait up to `wait` s for one", "agent",
+             body=s.CLAIM,
+             responses={200: ("The task, with its lease_token", s.TASK),
+                        204: ("No task came within `wait`", None),
+                        409: ("The worker is stopped", R("Error"))}),
     Endpoint("GET", "/healthz", healthz, "Liveness (no key needed)", None,
              responses={200: ("The hub is up", s.obj(["status", "version"], status={"const": "ok"},
                                                       version={"type": "string"}))}),
@@ -271,12 +278,6 @@ ENDPOINTS: list[Endpoint] = [
              query={"state": STATE, "worker_id": Param(s.ID, "tasks held by this worker"),
                     "cursor": CURSOR, "limit": PAGE},
              responses={200: ("A page of tasks", s.TASKS_PAGE)}),
-    Endpoint("POST", "/v1/tasks/claim", claim_task,
-             "Claim the best ready task the worker can do; wait up to `wait` s for one", "agent",
-             body=s.CLAIM,
-             responses={200: ("The task, with its lease_token", s.TASK),
-                        204: ("No task came within `wait`", None),
-                        409: ("The worker is stopped", R("Error"))}),
     Endpoint("GET", TASK_ID_PATH, get_task, "One task", "viewer",
              responses={200: ("The task", s.TASK)}),
     Endpoint("POST", TASK_ID_PATH + "/heartbeat", heartbeat_task, "Extend the lease", "agent",

@@ -6,15 +6,16 @@ Time comes from an injected clock, so tests move it instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scaffold.hub.errors import Conflict, InvalidRequest
+from scaffold.hub.errors import HubError, InvalidRequest
 from scaffold.hub.signals import Signal
-from scaffold.hub.store.base import Store
+from scaffold.hub.store.base import ClaimRequest, Store
 from scaffold.hub.types import Clock, NewTask, Task
 
 CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -56,6 +57,9 @@ class Queue:
         self.settings = settings
         self.signal = signal or ReadySignal()
         self.closing = False
+        self._batches: dict[
+            asyncio.AbstractEventLoop, list[tuple[ClaimRequest, asyncio.Future[Task | HubError | None]]]
+        ] = {}
 
     # -- creating -------------------------------------------------------------------------
 
@@ -102,21 +106,14 @@ class Queue:
     async def claim(self, worker_id: int, capabilities: Sequence[str] | None, wait: float) -> Task | None:
         """The best ready task this worker can do, waiting up to `wait` seconds for one.
 
-        `capabilities` narrows what the worker registered with (never widens it).
+        `capabilities` narrows what the worker registered with (never widens it). The worker
+        is checked on every attempt: one stopped while it waits must not take a task.
         """
         wait = wait if math.isfinite(wait) else 0.0
         deadline = self.clock() + min(max(wait, 0.0), self.settings.max_wait_seconds)
+        narrowed = None if capabilities is None else tuple(capabilities)
         while True:
-            # Checked on every pass: a worker stopped while it waits must not take a task.
-            worker = self.store.get_worker(worker_id)
-            if worker.stopped_at is not None:
-                raise Conflict(f"worker {worker_id} is stopped; register again to take tasks")
-            caps = worker.capabilities
-            if capabilities is not None:
-                caps = tuple(tag for tag in caps if tag in set(capabilities))
-            now = self.clock()
-            token = secrets.token_urlsafe(24)
-            task = self.store.claim(worker_id, caps, token, now + self.settings.lease_seconds, now)
+            task = await self._claim_once(ClaimRequest(worker_id, narrowed, secrets.token_urlsafe(24)))
             if task is not None:
                 return task
             remaining = deadline - self.clock()
@@ -124,6 +121,36 @@ class Queue:
                 self.store.touch_worker(worker_id, self.clock())
                 return None
             await self.signal.wait(remaining)
+
+    async def _claim_once(self, request: ClaimRequest) -> Task | None:
+        """Join this loop turn's batch of claims; one transaction serves them all."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Task | HubError | None] = loop.create_future()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            loop.call_soon(self._run_batch, loop)
+        batch.append((request, result))
+        outcome = await result
+        if isinstance(outcome, HubError):
+            raise outcome
+        return outcome
+
+    def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._batches.pop(loop, [])
+        now = self.clock()
+        try:
+            outcomes = self.store.claim_batch(
+                [request for request, _ in batch], now + self.settings.lease_seconds, now
+            )
+        except Exception as error:  # noqa: BLE001 - handed to every claimer of the batch
+            for _, result in batch:
+                if not result.done():
+                    result.set_exception(error)
+            return
+        for (_, result), outcome in zip(batch, outcomes, strict=True):
+            if not result.done():
+                result.set_result(outcome)
 
     def heartbeat(self, task_id: int, token: str) -> Task:
         now = self.clock()

@@ -11,7 +11,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scaffold.hub.errors import HubError
 from scaffold.hub.types import ApiKey, Event, Message, NewTask, Plan, Role, Task, TaskState, Worker
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One claim of a batch: the worker, an optional narrowing of its tags, a fresh token."""
+
+    worker_id: int
+    capabilities: tuple[str, ...] | None
+    token: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,17 @@ class Store(ABC):
         now: float,
     ) -> Task | None:
         """Atomically claim the best ready task (priority, then FIFO) the capabilities cover."""
+
+    @abstractmethod
+    def claim_batch(
+        self, requests: Sequence[ClaimRequest], lease_until: float, now: float
+    ) -> list[Task | HubError | None]:
+        """Several claims in one transaction, in order; one result per request.
+
+        Each worker must exist (NotFound) and not be stopped (Conflict); it claims with its
+        registered capabilities, narrowed by the request's when given. No two requests of a
+        batch get the same task.
+        """
 
     @abstractmethod
     def heartbeat(self, task_id: int, token: str, lease_until: float, now: float) -> Task:

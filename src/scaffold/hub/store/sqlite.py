@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.hub.errors import Conflict, HubError, InvalidRequest, LeaseConflict, NotFound
-from scaffold.hub.store.base import Store, TaskFilter
+from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.types import (
     TASK_STATES,
@@ -375,19 +375,52 @@ class SQLiteStore(Store):
         now: float,
     ) -> Task | None:
         with self._write() as db:
-            row = db.execute(
-                _CLAIM,
-                {"worker": worker_id, "token": token, "until": lease_until, "now": now,
-                 "caps": _json_list(capabilities)},
-            ).fetchone()  # fmt: skip
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE workers SET last_seen = ?, idle_since = ? WHERE id = ?",
-                (now, now, worker_id),
-            )
-            self._event(db, "task.claimed", now, task_id=row["id"], worker_id=worker_id)
-            return _task(row)
+            return self._claim_in(db, worker_id, capabilities, token, lease_until, now)
+
+    def claim_batch(
+        self, requests: Sequence[ClaimRequest], lease_until: float, now: float
+    ) -> list[Task | HubError | None]:
+        # One transaction for the claims that arrive together: the commit and its WAL pages
+        # are paid once for all of them.
+        results: list[Task | HubError | None] = []
+        with self._write() as db:
+            for request in requests:
+                worker = db.execute(
+                    "SELECT capabilities, stopped_at FROM workers WHERE id = ?", (request.worker_id,)
+                ).fetchone()
+                if worker is None:
+                    results.append(NotFound(f"no worker {request.worker_id}"))
+                    continue
+                if worker["stopped_at"] is not None:
+                    results.append(
+                        Conflict(f"worker {request.worker_id} is stopped; register again to take tasks")
+                    )
+                    continue
+                caps = json.loads(worker["capabilities"])
+                if request.capabilities is not None:
+                    caps = [tag for tag in caps if tag in set(request.capabilities)]
+                results.append(self._claim_in(db, request.worker_id, caps, request.token, lease_until, now))
+        return results
+
+    def _claim_in(
+        self,
+        db: sqlite3.Connection,
+        worker_id: int,
+        capabilities: Sequence[str],
+        token: str,
+        lease_until: float,
+        now: float,
+    ) -> Task | None:
+        row = db.execute(
+            _CLAIM,
+            {"worker": worker_id, "token": token, "until": lease_until, "now": now,
+             "caps": _json_list(capabilities)},
+        ).fetchone()  # fmt: skip
+        if row is None:
+            return None
+        db.execute("UPDATE workers SET last_seen = ?, idle_since = ? WHERE id = ?", (now, now, worker_id))
+        self._event(db, "task.claimed", now, task_id=row["id"], worker_id=worker_id)
+        return _task(row)
 
     def _leased(self, db: sqlite3.Connection, task_id: int, token: str) -> sqlite3.Row:
         row: sqlite3.Row | None = db.execute(

@@ -1,0 +1,198 @@
+"""A hub (or the minimal endpoint) in a subprocess, and load jobs run against it.
+
+`Hub` starts `python -m scaffold hub serve --config hub.toml --port P` on a fresh data directory
+with one admin key (or bench/minimal_hub.py), waits for /healthz, and reads its CPU time and
+memory from /proc. `load` runs one bench/loadclient.py job in its own process and keeps the
+ids of the claimed tasks in the hub's ledger, for the duplicate checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from loadclient import Job, Result
+from rawclaim import task_text
+
+import scaffold.hub.store.sqlite as sqlite_store
+
+HERE = Path(__file__).resolve().parent
+CLOCK_TICKS = float(os.sysconf("SC_CLK_TCK"))
+BATCH = 1000
+
+
+class BenchError(Exception):
+    """The benchmark itself could not run (a hub or a load client failed)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Hub:
+    """`python -m scaffold hub serve` on a fresh data directory, with one admin key.
+
+    With `minimal_db`, bench/minimal_hub.py on that database instead: the framework's ceiling.
+    """
+
+    def __init__(self, name: str, work: Path, key: str, minimal_db: Path | None = None) -> None:
+        self.name = name
+        self.dir = work / name
+        self.dir.mkdir()
+        self.key = key
+        self.port = free_port()
+        config = self.dir / "hub.toml"
+        config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n\n[storage]\ndata_dir = "data"\n\n'
+            # leases outlive the run: a reaped and re-claimed task would look like a duplicate
+            "[queue]\nlease_seconds = 86400\n\n"
+            f'[[keys]]\nname = "bench"\nrole = "admin"\n'
+            f'sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n',
+            encoding="utf-8",
+        )
+        self.db_path = minimal_db or self.dir / "data" / sqlite_store.DB_FILE
+        self.claimed: list[int] = []
+        self.workers: list[int] = list(range(1, 33)) if minimal_db else []
+        self._log = (self.dir / "hub.log").open("wb")
+        argv = [sys.executable, "-m", "scaffold", "hub", "serve", "--config", str(config),
+                "--port", str(self.port)]  # fmt: skip
+        if minimal_db is not None:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            argv = [sys.executable, str(HERE / "minimal_hub.py"), "--db", str(minimal_db),
+                    "--port", str(self.port), "--key-sha256", digest]  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self._wait_until_up(30.0)
+
+    def _wait_until_up(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise BenchError(f"hub {self.name} exited: {self.log_tail()}")
+            try:
+                if self.call("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"hub {self.name} did not answer /healthz within {seconds} s")
+
+    def log_tail(self) -> str:
+        self._log.flush()
+        return (self.dir / "hub.log").read_text(errors="replace")[-2000:]
+
+    def call(self, method: str, path: str, payload: object = None) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            headers = {"Authorization": f"Bearer {self.key}"}
+            body = None
+            if payload is not None:
+                body = json.dumps(payload).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
+    def register_workers(self, count: int) -> None:
+        for number in range(count):
+            status, body = self.call(
+                "POST", "/v1/workers", {"session_id": f"bench-{number}", "role": "bench"}
+            )
+            if status != 201:
+                raise BenchError(f"register worker: HTTP {status} {body}")
+            self.workers.append(int(body["id"]))
+
+    def create_tasks(self, count: int, first: int) -> None:
+        """`count` tasks through the API, in batches of 1000 (each with an idempotency key)."""
+        for start in range(first, first + count, BATCH):
+            stop = min(start + BATCH, first + count)
+            tasks = [
+                dict(zip(("title", "instructions"), task_text(n), strict=True)) for n in range(start, stop)
+            ]
+            payload = {"tasks": tasks, "idempotency_key": f"{self.name}-{start}"}
+            status, body = self.call("POST", "/v1/tasks", payload)
+            if status != 201 or len(body["tasks"]) != stop - start:
+                raise BenchError(f"create tasks on hub {self.name}: HTTP {status}")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / CLOCK_TICKS
+
+    def memory_mb(self, name: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) / 1024.0
+        raise BenchError(f"no {name} in /proc/{self.proc.pid}/status")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time all processes on the machine have used (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def load(hub: Hub, job: Job, on_open: Callable[[dict[str, Any]], None] | None = None) -> Result:
+    """Run one job in a loadclient.py subprocess; ids of claimed tasks go to the hub's ledger."""
+    job = replace(job, port=hub.port, key=hub.key)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "loadclient.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    bound = job.duration + job.timeout + job.rounds * (job.wait + 2.0) + job.wait + 60.0
+    watchdog = threading.Timer(bound, proc.kill)
+    watchdog.start()
+    result: Result | None = None
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(job.to_json() + "\n")
+        proc.stdin.close()
+        for line in proc.stdout:
+            message = json.loads(line)
+            if "event" in message:
+                if on_open is not None:
+                    on_open(message)
+            else:
+                result = Result(**message)
+        proc.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if result is None:
+        raise BenchError(f"the load client failed (exit {proc.returncode})")
+    hub.claimed.extend(result.ids)
+    return result
