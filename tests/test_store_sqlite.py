@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub.errors import HubError, InvalidRequest
+from scaffold.hub.errors import HubError, InvalidRequest, StoreClosed
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
-from scaffold.hub.store.sqlite import _CLAIM, SQLiteStore, StoreClosed
+from scaffold.hub.store.sqlite import _CLAIM, SQLiteStore
 from scaffold.hub.types import TaskState
 from tests.store_contract import ACTOR, LEASE, T0, StoreContract, claimed, create, new, register, sha
 

@@ -29,7 +29,6 @@ from scaffold.hub.errors import HubError
 from scaffold.hub.http import MAX_ID, openapi
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import _FIELDS, HubSettings
-from scaffold.hub.store import sqlite  # noqa: F401  (defines StoreClosed, one of the error codes)
 from scaffold.hub.tasks import TRANSITIONS
 
 BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)

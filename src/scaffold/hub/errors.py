@@ -62,3 +62,10 @@ class TooManyRequests(HubError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreClosed(HubError):
+    """The store was closed: the hub is stopping."""
+
+    status = 503
+    code = "shutting_down"

@@ -87,7 +87,6 @@ CLAIM = obj(
 LEASE = obj(["lease_token"], lease_token=TOKEN)
 COMPLETE = obj(["lease_token"], lease_token=TOKEN, result=TEXT)
 FAIL = obj(["lease_token", "error"], lease_token=TOKEN, error={**TEXT, "minLength": 1})
-EMPTY = obj([])
 PLAN = obj(["goal", "plan"], goal={"type": "string", "maxLength": 10_000}, plan=TEXT)
 REGISTER = obj(
     ["session_id", "role"],

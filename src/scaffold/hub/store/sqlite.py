@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scaffold.hub.errors import Conflict, HubError, InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.errors import Conflict, HubError, InvalidRequest, LeaseConflict, NotFound, StoreClosed
 from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.types import (
@@ -56,11 +56,6 @@ UPDATE tasks
         LIMIT 1)
 RETURNING {_TASK_COLUMNS}
 """
-
-
-class StoreClosed(HubError):
-    status = 503
-    code = "shutting_down"
 
 
 class SQLiteStore(Store):
