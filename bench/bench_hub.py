@@ -495,8 +495,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="METRIC=REASON",
-        help="report a missed target whose metric starts with METRIC as waived, with the reason, "
-        "instead of failing (the table still shows it missed)",
+        help="report a missed target whose metric starts with METRIC (no '=' in it) as waived, "
+        "with the reason, instead of failing (the table still shows it missed)",
     )
     args = parser.parse_args()
     waivers = dict(item.split("=", 1) for item in args.waive if "=" in item)
