@@ -69,3 +69,31 @@ class StoreClosed(HubError):
 
     status = 503
     code = "shutting_down"
+
+
+class PathRefused(HubError):
+    """A workspace path that escapes the root, or names something that is not a plain file."""
+
+    status = 403
+    code = "path_refused"
+
+
+class StaleFile(HubError):
+    """If-Match / If-None-Match did not hold: the file changed (or exists) since it was read."""
+
+    status = 412
+    code = "stale_file"
+
+
+class Reserved(HubError):
+    """Another worker holds an exclusive reservation on the path."""
+
+    status = 423
+    code = "reserved"
+
+
+class Disabled(HubError):
+    """A feature switched off in hub.toml (command execution)."""
+
+    status = 403
+    code = "disabled"
