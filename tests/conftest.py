@@ -22,6 +22,19 @@ SETTINGS_SCHEMA = Path(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests run in a scratch directory: a hub built with the default settings creates its
+    workspace, a git repository, at ./workspace when it starts, and never in the checkout."""
+    scratch = tmp_path_factory.mktemp("cwd")
+    before = Path.cwd()
+    os.chdir(scratch)
+    try:
+        yield scratch
+    finally:
+        os.chdir(before)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own template snapshot cache, never the user's."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound, Reserved
 from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
 from scaffold.hub.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
 
@@ -800,3 +800,163 @@ class StoreContract:
         assert page == everything[2:4]
         assert store.events_after(store.last_event_id(), 100) == []
         assert [event.data["exit_code"] for event in everything[1:]] == [0, 1, 2, 3]
+
+    # -- reservations ---------------------------------------------------------------------
+
+    def test_reserve_lists_and_expires(self, store: Store) -> None:
+        worker = register(store)
+        made = store.reserve(worker.id, ["src/**", "README.md"], True, None, T0 + 60, T0)
+        assert [(r.pattern, r.exclusive, r.worker_id, r.role, r.task_id) for r in made] == [
+            ("src/**", True, worker.id, "backend", None),
+            ("README.md", True, worker.id, "backend", None),
+        ]
+        assert all((r.created_at, r.expires_at) == (T0, T0 + 60) for r in made)
+        assert made[0].id < made[1].id
+        assert store.list_reservations(T0 + 1) == made
+        assert store.list_reservations(T0 + 1, worker.id) == made
+        assert store.list_reservations(T0 + 1, worker.id + 1) == []
+        assert store.list_reservations(T0 + 60) == [], "a reservation is over at its expiry"
+        with pytest.raises(NotFound):
+            store.renew_reservation(made[0].id, worker.id, T0 + 200, T0 + 61)
+        with pytest.raises(NotFound):
+            store.release_reservation(made[0].id, worker.id, T0 + 61)
+
+    def test_an_exclusive_overlap_with_another_worker_is_reserved_and_writes_nothing(
+        self, store: Store
+    ) -> None:
+        holder = register(store, "session-1")
+        other = store.register_worker("session-2", "frontend", (), T0)
+        (held,) = store.reserve(holder.id, ["src/**"], True, None, T0 + 60, T0)
+        before = store.last_event_id()
+        for patterns in (["src/**"], ["docs/**", "src/api/*.py"], ["**"], ["src/app.py"]):
+            with pytest.raises(Reserved) as refused:
+                store.reserve(other.id, patterns, True, None, T0 + 60, T0 + 1)
+            assert f"worker {holder.id} (backend)" in refused.value.message
+            assert "'src/**'" in refused.value.message
+        assert store.last_event_id() == before
+        assert store.list_reservations(T0 + 1) == [held]
+        # No overlap, a shared reservation, the holder itself, or after the expiry: granted.
+        assert store.reserve(other.id, ["docs/**", "src.txt"], True, None, T0 + 60, T0 + 1)
+        assert store.reserve(other.id, ["src/app.py"], False, None, T0 + 60, T0 + 1)
+        assert store.reserve(holder.id, ["src/app.py"], True, None, T0 + 60, T0 + 1)
+        assert store.reserve(other.id, ["src/**"], True, None, T0 + 200, T0 + 60)
+
+    def test_reserving_a_held_pattern_again_renews_it(self, store: Store) -> None:
+        worker = register(store)
+        (first,) = store.reserve(worker.id, ["src/**"], False, None, T0 + 60, T0)
+        (again,) = store.reserve(worker.id, ["src/**"], True, None, T0 + 120, T0 + 10)
+        assert again.id == first.id
+        assert (again.exclusive, again.expires_at, again.created_at) == (True, T0 + 120, T0)
+        assert store.list_reservations(T0 + 10) == [again]
+
+    def test_renew_and_release_belong_to_the_holder(self, store: Store) -> None:
+        holder = register(store, "session-1")
+        other = register(store, "session-2")
+        (held,) = store.reserve(holder.id, ["a/**"], True, None, T0 + 60, T0)
+        with pytest.raises(Conflict):
+            store.renew_reservation(held.id, other.id, T0 + 500, T0 + 1)
+        with pytest.raises(Conflict):
+            store.release_reservation(held.id, other.id, T0 + 1)
+        renewed = store.renew_reservation(held.id, holder.id, T0 + 500, T0 + 1)
+        assert renewed.expires_at == T0 + 500
+        assert store.list_reservations(T0 + 400) == [renewed]
+        released = store.release_reservation(held.id, holder.id, T0 + 2)
+        assert released.id == held.id
+        assert store.list_reservations(T0 + 2) == []
+        with pytest.raises(NotFound):
+            store.release_reservation(held.id, holder.id, T0 + 3)
+        with pytest.raises(NotFound):
+            store.renew_reservation(424242, holder.id, T0 + 500, T0 + 3)
+
+    def test_reserve_checks_the_worker_and_the_task(self, store: Store) -> None:
+        worker = register(store, "session-1")
+        other = register(store, "session-2")
+        (task,) = create(store, new("a"))
+        with pytest.raises(NotFound):
+            store.reserve(424242, ["a"], True, None, T0 + 60, T0)
+        with pytest.raises(NotFound):
+            store.reserve(worker.id, ["a"], True, 424242, T0 + 60, T0)
+        with pytest.raises(Conflict):
+            store.reserve(worker.id, ["a"], True, task.id, T0 + 60, T0)  # ready, not held
+        claimed(store, worker)
+        with pytest.raises(Conflict):
+            store.reserve(other.id, ["a"], True, task.id, T0 + 60, T0)  # held by another
+        store.stop_worker(other.id, T0)
+        with pytest.raises(Conflict):
+            store.reserve(other.id, ["b"], True, None, T0 + 60, T0)
+        assert store.list_reservations(T0) == []
+        (held,) = store.reserve(worker.id, ["a"], True, task.id, T0 + 60, T0)
+        assert held.task_id == task.id
+
+    @pytest.mark.parametrize("ending", ["complete", "fail", "release", "cancel", "reap"])
+    def test_a_tasks_reservations_end_with_it(self, store: Store, ending: str) -> None:
+        worker = register(store)
+        create(store, new("a"), new("b"))
+        task = claimed(store, worker)
+        kept = claimed(store, worker)
+        assert task.lease_token is not None
+        store.reserve(worker.id, ["src/**", "docs/**"], True, task.id, T0 + 3600, T0)
+        (other_task,) = store.reserve(worker.id, ["lib/**"], True, kept.id, T0 + 3600, T0)
+        (own,) = store.reserve(worker.id, ["README.md"], False, None, T0 + 3600, T0)
+        before = store.last_event_id()
+        if ending == "complete":
+            store.complete(task.id, task.lease_token, "ok", T0 + 1)
+        elif ending == "fail":
+            store.fail(task.id, task.lease_token, "no", T0 + 1)
+        elif ending == "release":
+            store.release(task.id, task.lease_token, T0 + 1)
+        elif ending == "cancel":
+            store.cancel(task.id, ACTOR, T0 + 1)
+        else:
+            store.heartbeat(kept.id, kept.lease_token or "", T0 + 2 * LEASE, T0 + LEASE)
+            store.reap(T0 + LEASE + 1)
+            assert store.get_task(task.id).state == "ready"
+        assert store.list_reservations(T0 + 2) == [other_task, own]
+        assert event_types(store, before).count("reservation.released") == 2
+
+    def test_released_reservations_of_a_task(self, store: Store) -> None:
+        worker = register(store)
+        create(store, new("a"))
+        task = claimed(store, worker)
+        made = store.reserve(worker.id, ["a/**", "b/**"], True, task.id, T0 + 60, T0)
+        assert store.release_task_reservations(task.id, T0 + 1) == made
+        assert store.list_reservations(T0 + 1) == []
+        assert store.release_task_reservations(task.id, T0 + 2) == []
+
+    def test_a_stopped_worker_holds_nothing(self, store: Store) -> None:
+        worker = register(store, "session-1")
+        other = register(store, "session-2")
+        store.reserve(worker.id, ["src/**"], True, None, T0 + 60, T0)
+        store.reserve(worker.id, ["docs/**"], False, None, T0 + 60, T0)
+        (kept,) = store.reserve(other.id, ["lib/**"], True, None, T0 + 60, T0)
+        store.stop_worker(worker.id, T0 + 1)
+        assert store.list_reservations(T0 + 1) == [kept]
+
+    def test_reap_deletes_expired_reservations_with_an_event(self, store: Store) -> None:
+        worker = register(store)
+        (short,) = store.reserve(worker.id, ["a"], True, None, T0 + 10, T0)
+        (long,) = store.reserve(worker.id, ["b"], True, None, T0 + 100, T0)
+        before = store.last_event_id()
+        store.reap(T0 + 10)
+        events = store.events_after(before, 10)
+        assert [(e.type, e.data["id"]) for e in events] == [("reservation.expired", short.id)]
+        assert store.list_reservations(T0 + 10) == [long]
+        # A new reservation never gets the id of one that ended.
+        (fresh,) = store.reserve(worker.id, ["c"], True, None, T0 + 100, T0 + 11)
+        assert fresh.id > long.id
+
+    def test_reservation_changes_are_events(self, store: Store) -> None:
+        worker = register(store)
+        before = store.last_event_id()
+        (held,) = store.reserve(worker.id, ["a/**"], True, None, T0 + 60, T0)
+        store.renew_reservation(held.id, worker.id, T0 + 120, T0 + 1)
+        store.release_reservation(held.id, worker.id, T0 + 2)
+        events = store.events_after(before, 10)
+        assert [e.type for e in events] == [
+            "reservation.created",
+            "reservation.renewed",
+            "reservation.released",
+        ]
+        assert all(e.worker_id == worker.id and e.data["id"] == held.id for e in events)
+        assert events[0].data["pattern"] == "a/**"
+        assert events[2].data["reason"] == "released"

@@ -98,6 +98,12 @@ def _add_hub_commands(commands: Any) -> None:
         epilog="example: scaffold hub serve --config my-team/vps/hub.toml",
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--workspace",
+        type=Path,
+        metavar="DIR",
+        help="the shared code (default: from --config, or ./workspace)",
+    )
     serve.add_argument("--port", type=int, help="port to listen on (default 5555)")
     _add_location(serve)
     serve.add_argument("--access-log", action="store_true", help="log every request line")
@@ -196,8 +202,12 @@ def _hub_settings(args: argparse.Namespace) -> Any:
 
     settings = load_settings(args.config)
     data_dir = args.data_dir.expanduser().resolve() if args.data_dir else None
+    workspace = getattr(args, "workspace", None)
     return settings.with_overrides(
-        host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=data_dir
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=data_dir,
+        workspace=workspace.expanduser().resolve() if workspace else None,
     )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from scaffold import __version__
+from scaffold.hub import api_exec, api_files
 from scaffold.hub import schemas as s
 from scaffold.hub.auth import new_key
 from scaffold.hub.errors import InvalidRequest, LeaseConflict
@@ -16,6 +17,9 @@ from scaffold.hub.events import stream
 from scaffold.hub.http import MAX_ID, Call, Endpoint, Param
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.types import TASK_STATES, Message, NewTask, Task
+
+if TYPE_CHECKING:
+    from scaffold.hub.app import Hub
 
 PAGE = Param({"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)")
 CURSOR = Param({"type": "string", "pattern": "^[0-9]{1,19}$"}, "next_cursor of the previous page")
@@ -73,16 +77,23 @@ def _new_task(raw: dict[str, Any]) -> NewTask:
     )
 
 
+def create_batch(
+    hub: Hub, raw_tasks: list[dict[str, Any]], key: str | None, actor: str
+) -> tuple[list[Task], bool]:
+    """Create validated tasks; the idempotency key is bound to what was asked (REST and MCP alike)."""
+    idempotency = None
+    if key is not None:
+        fingerprint = json.dumps(raw_tasks, sort_keys=True, separators=(",", ":")).encode()
+        idempotency = (key, hashlib.sha256(fingerprint).hexdigest())
+    return hub.queue.create([_new_task(t) for t in raw_tasks], actor, idempotency)
+
+
 async def create_tasks(call: Call) -> Response:
     body = dict(call.body)
     key = body.pop("idempotency_key", None)
     batch = "tasks" in body
     raw_tasks = body["tasks"] if batch else [body]
-    idempotency = None
-    if key is not None:
-        fingerprint = json.dumps(raw_tasks, sort_keys=True, separators=(",", ":")).encode()
-        idempotency = (key, hashlib.sha256(fingerprint).hexdigest())
-    tasks, created = call.hub.queue.create([_new_task(t) for t in raw_tasks], call.actor, idempotency)
+    tasks, created = create_batch(call.hub, raw_tasks, key, call.actor)
     status = 201 if created else 200
     if batch:
         return ok({"tasks": [task.public() for task in tasks]}, status)
@@ -125,7 +136,7 @@ async def heartbeat_task(call: Call) -> Response:
 
 
 async def complete_task(call: Call) -> Response:
-    task, _ = call.hub.queue.complete(call.ids["task_id"], lease_token(call), call.body.get("result", ""))
+    task = await call.hub.complete_task(call.ids["task_id"], lease_token(call), call.body.get("result", ""))
     return ok(task.public())
 
 
@@ -192,13 +203,13 @@ async def read_messages(call: Call) -> Response:
     return ok({"messages": [message_view(m) for m in messages], "next_cursor": next_cursor})
 
 
-async def status(call: Call) -> Response:
-    store = call.hub.store
+def status_view(hub: Hub) -> dict[str, Any]:
+    store = hub.store
     counts = store.count_tasks()
     total = sum(counts.values())
     finished = counts["done"] + counts["cancelled"]
     plan = store.get_plan()
-    return ok({
+    return {
         "progress": {
             "total": total,
             "done": counts["done"],
@@ -206,9 +217,13 @@ async def status(call: Call) -> Response:
             "counts": counts,
         },
         "stuck": store.stuck_tasks(),
-        "workers": [call.hub.workers.view(worker) for worker in store.list_workers()],
+        "workers": [hub.workers.view(worker) for worker in store.list_workers()],
         "plan": {"goal": plan.goal, "plan": plan.plan, "updated_at": plan.updated_at},
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+async def status(call: Call) -> Response:
+    return ok(status_view(call.hub))
 
 
 async def events(call: Call) -> Response:
@@ -339,3 +354,5 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v1/keys/revoke", revoke_key, "Revoke a key by name", "admin",
              body=s.REVOKE_KEY, responses={200: ("The revoked key", R("Key"))}),
 ]  # fmt: skip
+ENDPOINTS += api_exec.ENDPOINTS
+ENDPOINTS += api_files.ENDPOINTS

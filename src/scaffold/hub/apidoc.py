@@ -179,6 +179,8 @@ def api_endpoints(doc: Schema) -> str:
                   for p in op.get("parameters", [])]  # fmt: skip
         if params:
             out += [table(["parameter", "in", "type", "limits", "meaning"], params), ""]
+        if "application/octet-stream" in op.get("requestBody", {}).get("content", {}):
+            out += ["Request body: the raw bytes (`application/octet-stream`).", ""]
         body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
         forms = [] if body is None else body.get("oneOf", [body])
         for number, form in enumerate(forms):

@@ -19,18 +19,24 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from scaffold import __version__
 from scaffold.hub.api import ENDPOINTS
 from scaffold.hub.auth import Authenticator
 from scaffold.hub.events import EventBus
+from scaffold.hub.exec import Executor
+from scaffold.hub.files import Workspace
+from scaffold.hub.gitwork import GitError, GitWorkspace
 from scaffold.hub.http import BodyLimit, openapi, route
+from scaffold.hub.mcp import McpEndpoint
 from scaffold.hub.messages import Messages
+from scaffold.hub.reservations import Reservations
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.base import Store
 from scaffold.hub.tasks import Queue, QueueSettings, ReadySignal
-from scaffold.hub.types import Clock
+from scaffold.hub.types import Clock, Task
 from scaffold.hub.workers import Workers
 
 log = logging.getLogger("scaffold.hub")
@@ -48,6 +54,10 @@ class Hub:
     messages: Messages
     auth: Authenticator
     bus: EventBus
+    git: GitWorkspace
+    executor: Executor
+    reservations: Reservations
+    workspace: Workspace
     openapi: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +67,7 @@ class Hub:
             max_attempts=settings.max_attempts,
             max_wait_seconds=settings.max_wait_seconds,
         )
+        reservations = Reservations(store, clock, settings.workspace)
         return cls(
             store=store,
             settings=settings,
@@ -66,13 +77,42 @@ class Hub:
             messages=Messages(store, clock),
             auth=Authenticator(store),
             bus=EventBus(),
+            git=GitWorkspace(settings.workspace),
+            executor=Executor(settings.workspace, settings.exec_max_output_bytes),
+            reservations=reservations,
+            workspace=Workspace.build(store, settings, clock, reservations),
             openapi=openapi(ENDPOINTS, __version__, COMPONENTS),
         )
+
+    async def complete_task(self, task_id: int, token: str, result: str) -> Task:
+        """Complete the task, then commit what changed in the workspace during it (gitwork).
+
+        Only a new completion commits (the same token again returns the task as it is). A git
+        failure is logged and leaves `commit` null: the completion itself is never lost.
+        """
+        task, new = self.queue.complete(task_id, token, result)
+        if not new:
+            return task
+        # shielded: a client that hangs up must not cut the commit off half-way
+        return await asyncio.shield(self._commit(task))
+
+    async def _commit(self, task: Task) -> Task:
+        try:
+            worker = self.store.get_worker(task.worker_id) if task.worker_id is not None else None
+            sha = await self.git.commit_task(task, worker)
+            if sha is None:
+                return task
+            self.store.set_commit(task.id, sha)
+            return self.store.get_task(task.id)
+        except Exception:  # the task is done, whatever happens to its commit
+            log.exception("task %s: recording its commit failed", task.id)
+            return task
 
     def shutdown(self) -> None:
         """Wake every long poll and stream so they end and the server can stop."""
         self.queue.shutdown()
         self.bus.close()
+        self.executor.shutdown()
 
 
 def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) -> Starlette:
@@ -81,12 +121,15 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
     if isinstance(listeners, list):
         listeners.append(hub.bus.notify)
     store.sync_config_keys(settings.keys, clock())
+    mcp = McpEndpoint(hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _ensure_workspace(hub)
         reaper = asyncio.create_task(_reap_forever(hub))
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             hub.shutdown()
             reaper.cancel()
@@ -94,7 +137,7 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
                 await reaper
 
     app = Starlette(
-        routes=[route(hub, endpoint) for endpoint in ENDPOINTS],
+        routes=[*(route(hub, endpoint) for endpoint in ENDPOINTS), Route("/mcp", mcp)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
@@ -102,6 +145,17 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
     app.router.redirect_slashes = False  # /v1/tasks/ is a 404 in the JSON shape, not a redirect
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+async def _ensure_workspace(hub: Hub) -> None:
+    """Create the workspace and make it a git repository; the hub still serves if git fails."""
+    try:
+        await hub.git.ensure()
+    except OSError as error:  # no workspace: files and exec cannot work, so do not start
+        raise RuntimeError(f"cannot create the workspace {hub.git.root}: {error}") from error
+    except GitError as error:
+        log.error("the workspace %s is not under version control; tasks will not be committed: %s",
+                  hub.git.root, error)  # fmt: skip
 
 
 async def _reap_forever(hub: Hub) -> None:

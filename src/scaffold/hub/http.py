@@ -66,6 +66,7 @@ class Param:
     schema: dict[str, Any]
     description: str
     repeated: bool = False
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class Endpoint:
     body: dict[str, Any] | None = None
     query: Mapping[str, Param] = field(default_factory=dict)
     responses: Mapping[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
-    content_type: str = "application/json"
+    content_type: str = "application/json"  # of the successful answers; errors are always JSON
+    raw_body: bool = False  # the body is bytes (application/octet-stream), given as is in `call.body`
 
 
 def error_response(error: HubError) -> JSONResponse:
@@ -103,7 +105,9 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
             ids = {name: _parse_id(name, request.path_params[name]) for name in id_names}
             query = _parse_query(request, endpoint.query, validate_query)
             body = None
-            if validate_body is not None:
+            if endpoint.raw_body:
+                body = await _read_bytes(request)
+            elif validate_body is not None:
                 body = _validated(validate_body, await _read_json(request), "body")
             return await endpoint.handler(Call(hub, request, key, body, query, ids))
         except HubError as error:
@@ -112,11 +116,15 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
     return Route(endpoint.path, serve, methods=[endpoint.method])
 
 
-async def _read_json(request: Request) -> Any:
+async def _read_bytes(request: Request) -> bytes:
     try:
-        raw = await request.body()
+        return await request.body()
     except ClientDisconnect:  # nobody to answer; not an error of the hub
         raise HubError("the client closed the connection before sending the whole body") from None
+
+
+async def _read_json(request: Request) -> Any:
+    raw = await _read_bytes(request)
     if not raw.strip():
         raise MalformedJSON("the request body is empty; send a JSON object")
     try:
@@ -208,6 +216,8 @@ def _parse_query(
     for name, param in params.items():
         texts = request.query_params.getlist(name)
         if not texts:
+            if param.required:
+                raise InvalidRequest(f"query parameter {name!r} is required")
             continue
         if not param.repeated and len(texts) > 1:
             raise InvalidRequest(f"query parameter {name!r} is given more than once")
@@ -282,12 +292,17 @@ def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any])
         ]  # fmt: skip
         for name, param in endpoint.query.items():
             parameters.append(
-                {"name": name, "in": "query", "required": False, "description": param.description,
+                {"name": name, "in": "query", "required": param.required, "description": param.description,
                  "schema": param.schema, **({"explode": True} if param.repeated else {})}
             )  # fmt: skip
         if parameters:
             operation["parameters"] = parameters
-        if endpoint.body is not None:
+        if endpoint.raw_body:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        elif endpoint.body is not None:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": endpoint.body}},
@@ -295,7 +310,8 @@ def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any])
         for status, (description, schema) in endpoint.responses.items():
             response: dict[str, Any] = {"description": description}
             if schema is not None:
-                response["content"] = {endpoint.content_type: {"schema": schema}}
+                media = endpoint.content_type if status < 400 else "application/json"
+                response["content"] = {media: {"schema": schema}}
             operation["responses"][str(status)] = response
         errors = {400: "Malformed request", 404: "Not found", 413: "Body too large",
                   422: "Invalid request"}  # fmt: skip

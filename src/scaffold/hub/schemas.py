@@ -154,6 +154,12 @@ COMPONENTS: dict[str, Any] = {
                name={"type": "string"}, role={"enum": ["viewer", "agent", "admin"]},
                source={"type": "string"}, created_at={"type": "number"},
                revoked_at=NULLABLE_NUMBER),
+    "Reservation": obj(
+        ["id", "worker_id", "role", "glob", "exclusive", "task_id", "created_at", "expires_at"],
+        id=ID, worker_id=ID, role=described({"type": "string"}, "the holder's role"),
+        glob=described({"type": "string"}, "normalized; a directory reads as its contents, `dir/**`"),
+        exclusive=described({"type": "boolean"}, "others may not write what it matches (false: shared)"),
+        task_id={"type": ["integer", "null"]}, created_at={"type": "number"}, expires_at={"type": "number"}),
 }  # fmt: skip
 
 KEY_CREATED = obj(

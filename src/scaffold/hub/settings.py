@@ -30,6 +30,8 @@ class HubSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     data_dir: Path = Path("hub-data")
     workspace: Path = Path("workspace")
+    max_file_bytes: int = 10 * 1024 * 1024
+    grep_max_bytes: int = 64 * 1024 * 1024
     lease_seconds: float = 300.0
     max_attempts: int = 3
     idle_timeout_minutes: float = 10.0
@@ -54,6 +56,8 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("server", "max_body_bytes"): ("max_body_bytes", int),
     ("storage", "data_dir"): ("data_dir", str),
     ("workspace", "path"): ("workspace", str),
+    ("workspace", "max_file_bytes"): ("max_file_bytes", int),
+    ("workspace", "grep_max_bytes"): ("grep_max_bytes", int),
     ("queue", "lease_seconds"): ("lease_seconds", (int, float)),
     ("queue", "max_attempts"): ("max_attempts", int),
     ("queue", "idle_timeout_minutes"): ("idle_timeout_minutes", (int, float)),
@@ -65,7 +69,8 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "max_output_bytes"): ("exec_max_output_bytes", int),
 }
 _POSITIVE = {"port", "max_body_bytes", "lease_seconds", "max_attempts", "worker_lost_seconds",
-             "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes"}  # fmt: skip
+             "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes", "max_file_bytes",
+             "grep_max_bytes"}  # fmt: skip
 
 
 def load_settings(config: Path | None) -> HubSettings:

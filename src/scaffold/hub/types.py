@@ -124,3 +124,27 @@ class Plan:
     goal: str
     plan: str
     updated_at: float | None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A worker's lease on a glob of workspace paths: exclusive (others may not write there)
+    or shared (an announcement); it ends at `expires_at`, on release, or with its task."""
+
+    id: int
+    worker_id: int
+    role: str  # the holder's role, to name it in a refusal
+    pattern: str
+    exclusive: bool
+    task_id: int | None
+    created_at: float
+    expires_at: float
+
+    def holder(self, now: float) -> str:
+        """`worker 3 (backend) holds 'src/**' exclusively (reservation 7, 120 s left)`."""
+        kind = "exclusively" if self.exclusive else "shared"
+        left = max(0, round(self.expires_at - now))
+        return (
+            f"worker {self.worker_id} ({self.role}) holds {self.pattern!r} {kind} "
+            f"(reservation {self.id}, {left} s left)"
+        )

@@ -12,7 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scaffold.hub.errors import HubError
-from scaffold.hub.types import ApiKey, Event, Message, NewTask, Plan, Role, Task, TaskState, Worker
+from scaffold.hub.types import (
+    ApiKey,
+    Event,
+    Message,
+    NewTask,
+    Plan,
+    Reservation,
+    Role,
+    Task,
+    TaskState,
+    Worker,
+)
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,51 @@ class Store(ABC):
 
     @abstractmethod
     def stop_worker(self, worker_id: int, now: float) -> Worker:
-        """Mark the worker stopped; its claimed tasks go back to ready without an attempt."""
+        """Mark the worker stopped; its claimed tasks go back to ready without an attempt, and
+        its reservations end."""
+
+    # -- reservations ---------------------------------------------------------------------
+    # A reservation is active while expires_at > now. One held for a task ends when that task
+    # is completed, failed, released, reaped or cancelled, in the same transaction; all of a
+    # worker's end when it stops; `reap` deletes the expired ones.
+
+    @abstractmethod
+    def reserve(
+        self,
+        worker_id: int,
+        patterns: Sequence[str],
+        exclusive: bool,
+        task_id: int | None,
+        expires_at: float,
+        now: float,
+    ) -> list[Reservation]:
+        """Reserve normalized globs for a worker, all or none, one reservation per pattern.
+
+        NotFound for an unknown worker or task; Conflict for a stopped worker or a task that
+        worker does not hold. An exclusive pattern that overlaps (`scaffold.hub.globs.overlap`)
+        an active exclusive reservation of another worker is Reserved, naming it. A pattern the
+        worker already holds is renewed (its kind, task and expiry replaced) instead of doubled.
+        """
+
+    @abstractmethod
+    def list_reservations(self, now: float, worker_id: int | None = None) -> list[Reservation]:
+        """The active reservations (of one worker), in id order."""
+
+    @abstractmethod
+    def renew_reservation(
+        self, reservation_id: int, worker_id: int, expires_at: float, now: float
+    ) -> Reservation:
+        """Move an active reservation's expiry; NotFound if it is not active, Conflict if
+        another worker holds it."""
+
+    @abstractmethod
+    def release_reservation(self, reservation_id: int, worker_id: int, now: float) -> Reservation:
+        """End an active reservation; NotFound if it is not active, Conflict if another worker
+        holds it."""
+
+    @abstractmethod
+    def release_task_reservations(self, task_id: int, now: float) -> list[Reservation]:
+        """End every reservation held for the task; the ones ended."""
 
     # -- messages -------------------------------------------------------------------------
 

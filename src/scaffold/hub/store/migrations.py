@@ -101,4 +101,21 @@ MIGRATIONS: tuple[str, ...] = (
         data        TEXT NOT NULL
     );
     """,
+    # 2: path reservations. A row lives until the reservation ends: released, or ended with its
+    # task or worker (deleted in that transaction), or expired (expires_at <= now; then the
+    # reaper deletes it).
+    """
+    CREATE TABLE reservations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: an old id stays unknown
+        worker_id   INTEGER NOT NULL REFERENCES workers (id),
+        pattern     TEXT NOT NULL,
+        exclusive   INTEGER NOT NULL CHECK (exclusive IN (0, 1)),
+        task_id     INTEGER REFERENCES tasks (id),
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL
+    );
+    CREATE INDEX reservations_by_expiry ON reservations (expires_at);
+    CREATE INDEX reservations_by_worker ON reservations (worker_id);
+    CREATE INDEX reservations_by_task ON reservations (task_id) WHERE task_id IS NOT NULL;
+    """,
 )

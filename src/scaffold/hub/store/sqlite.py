@@ -17,7 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scaffold.hub.errors import Conflict, HubError, InvalidRequest, LeaseConflict, NotFound, StoreClosed
+from scaffold.hub.errors import (
+    Conflict,
+    HubError,
+    InvalidRequest,
+    LeaseConflict,
+    NotFound,
+    Reserved,
+    StoreClosed,
+)
+from scaffold.hub.globs import overlap
 from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.types import (
@@ -27,6 +36,7 @@ from scaffold.hub.types import (
     Message,
     NewTask,
     Plan,
+    Reservation,
     Role,
     Task,
     TaskState,
@@ -452,6 +462,7 @@ class SQLiteStore(Store):
                 (result, now, now, task_id),
             )
             self._event(db, "task.completed", now, task_id=task_id, worker_id=leased["worker_id"])
+            self._end_reservations(db, "r.task_id = ?", (task_id,), now, "its task was completed")
             self._unblock_dependents(db, task_id, now)
             self._worker_finished(db, leased["worker_id"], now)
             return self._task_by_id(db, task_id), True
@@ -482,6 +493,7 @@ class SQLiteStore(Store):
             leased = self._leased(db, task_id, token)
             state = self._retry_or_bury(db, task_id, error, now)
             self._event(db, "task.failed", now, task_id=task_id, worker_id=leased["worker_id"], state=state)
+            self._end_reservations(db, "r.task_id = ?", (task_id,), now, "its task failed")
             self._worker_finished(db, leased["worker_id"], now)
             return self._task_by_id(db, task_id)
 
@@ -501,6 +513,7 @@ class SQLiteStore(Store):
             leased = self._leased(db, task_id, token)
             self._requeue(db, task_id, now)
             self._event(db, "task.released", now, task_id=task_id, worker_id=leased["worker_id"])
+            self._end_reservations(db, "r.task_id = ?", (task_id,), now, "its task was released")
             self._worker_finished(db, leased["worker_id"], now)
             return self._task_by_id(db, task_id)
 
@@ -522,6 +535,7 @@ class SQLiteStore(Store):
                 (now, now, task_id),
             )
             self._event(db, "task.cancelled", now, task_id=task_id, worker_id=task.worker_id, actor=actor)
+            self._end_reservations(db, "r.task_id = ?", (task_id,), now, "its task was cancelled")
             self._worker_finished(db, task.worker_id, now)
             return self._task_by_id(db, task_id)
 
@@ -534,8 +548,15 @@ class SQLiteStore(Store):
             for task_id, worker_id in expired:
                 state = self._retry_or_bury(db, task_id, "lease expired", now)
                 self._event(db, "task.expired", now, task_id=task_id, worker_id=worker_id, state=state)
+                self._end_reservations(db, "r.task_id = ?", (task_id,), now, "its task's lease expired")
                 # Idle from now on, but not seen: a lost worker must still look lost.
                 db.execute("UPDATE workers SET idle_since = ? WHERE id = ?", (now, worker_id))
+            gone = db.execute(
+                "DELETE FROM reservations WHERE expires_at <= ? RETURNING id, worker_id, task_id", (now,)
+            ).fetchall()
+            for reservation_id, worker_id, task_id in gone:
+                self._event(db, "reservation.expired", now, task_id=task_id, worker_id=worker_id,
+                            id=reservation_id)  # fmt: skip
             return [self._task_by_id(db, task_id) for task_id, _ in expired]
 
     def set_commit(self, task_id: int, commit: str) -> None:
@@ -601,8 +622,128 @@ class SQLiteStore(Store):
                 "UPDATE workers SET stopped_at = ?, last_seen = ? WHERE id = ?",
                 (now, now, worker_id),
             )
+            self._end_reservations(db, "r.worker_id = ?", (worker_id,), now, "its worker stopped")
             self._event(db, "worker.stopped", now, worker_id=worker_id)
             return self._worker_by_id(db, worker_id)
+
+    # -- reservations ---------------------------------------------------------------------
+
+    _RESERVATION_SELECT = (
+        "SELECT r.id, r.worker_id, w.role, r.pattern, r.exclusive, r.task_id, r.created_at, "
+        "r.expires_at FROM reservations r JOIN workers w ON w.id = r.worker_id"
+    )
+
+    def _reservations(
+        self, db: sqlite3.Connection, now: float, where: str = "1", params: Sequence[object] = ()
+    ) -> list[Reservation]:
+        rows = db.execute(
+            f"{self._RESERVATION_SELECT} WHERE r.expires_at > ? AND ({where}) ORDER BY r.id", (now, *params)
+        )
+        return [_reservation(row) for row in rows]
+
+    def _end_reservations(
+        self, db: sqlite3.Connection, where: str, params: Sequence[object], now: float, reason: str
+    ) -> list[Reservation]:
+        """Delete the reservations matching `where` (active or not yet reaped), with an event each."""
+        rows = db.execute(f"{self._RESERVATION_SELECT} WHERE {where} ORDER BY r.id", params).fetchall()
+        ended = [_reservation(row) for row in rows]
+        for reservation in ended:
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+            self._event(db, "reservation.released", now, task_id=reservation.task_id,
+                        worker_id=reservation.worker_id, id=reservation.id, reason=reason)  # fmt: skip
+        return ended
+
+    def reserve(
+        self,
+        worker_id: int,
+        patterns: Sequence[str],
+        exclusive: bool,
+        task_id: int | None,
+        expires_at: float,
+        now: float,
+    ) -> list[Reservation]:
+        with self._write() as db:
+            if self._worker_by_id(db, worker_id).stopped_at is not None:
+                raise Conflict(f"worker {worker_id} is stopped; register again to reserve paths")
+            if task_id is not None:
+                task = self._task_by_id(db, task_id)
+                if task.state != "claimed" or task.worker_id != worker_id:
+                    raise Conflict(
+                        f"task {task_id} is not claimed by worker {worker_id}; reserve for a task it holds"
+                    )
+            if exclusive:
+                others = self._reservations(db, now, "r.exclusive = 1 AND r.worker_id != ?", (worker_id,))
+                for held in others:
+                    for pattern in patterns:
+                        if overlap(held.pattern, pattern):
+                            raise Reserved(f"{pattern!r} overlaps a reservation: {held.holder(now)}")
+            ids: list[int] = []
+            for pattern in dict.fromkeys(patterns):
+                row = db.execute(
+                    "SELECT id FROM reservations WHERE worker_id = ? AND pattern = ? AND expires_at > ?",
+                    (worker_id, pattern, now),
+                ).fetchone()
+                if row is not None:
+                    db.execute(
+                        "UPDATE reservations SET exclusive = ?, task_id = ?, expires_at = ? WHERE id = ?",
+                        (int(exclusive), task_id, expires_at, row[0]),
+                    )
+                    self._event(db, "reservation.renewed", now, task_id=task_id, worker_id=worker_id,
+                                id=row[0], expires_at=expires_at)  # fmt: skip
+                    ids.append(int(row[0]))
+                    continue
+                cursor = db.execute(
+                    "INSERT INTO reservations (worker_id, pattern, exclusive, task_id, created_at, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (worker_id, pattern, int(exclusive), task_id, now, expires_at),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+                self._event(db, "reservation.created", now, task_id=task_id, worker_id=worker_id, id=ids[-1],
+                            pattern=pattern, exclusive=exclusive, expires_at=expires_at)  # fmt: skip
+            return [self._reservation_by_id(db, reservation_id) for reservation_id in ids]
+
+    def _reservation_by_id(self, db: sqlite3.Connection, reservation_id: int) -> Reservation:
+        row = db.execute(f"{self._RESERVATION_SELECT} WHERE r.id = ?", (reservation_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no reservation {reservation_id}")
+        return _reservation(row)
+
+    def _held(self, db: sqlite3.Connection, reservation_id: int, worker_id: int, now: float) -> Reservation:
+        """The active reservation, held by this worker."""
+        found = self._reservations(db, now, "r.id = ?", (reservation_id,))
+        if not found:
+            raise NotFound(f"no active reservation {reservation_id} (it ended, or never was)")
+        if found[0].worker_id != worker_id:
+            raise Conflict(
+                f"reservation {reservation_id} is held by worker {found[0].worker_id}, not {worker_id}"
+            )
+        return found[0]
+
+    def list_reservations(self, now: float, worker_id: int | None = None) -> list[Reservation]:
+        with self._read() as db:
+            if worker_id is None:
+                return self._reservations(db, now)
+            return self._reservations(db, now, "r.worker_id = ?", (worker_id,))
+
+    def renew_reservation(
+        self, reservation_id: int, worker_id: int, expires_at: float, now: float
+    ) -> Reservation:
+        with self._write() as db:
+            held = self._held(db, reservation_id, worker_id, now)
+            db.execute("UPDATE reservations SET expires_at = ? WHERE id = ?", (expires_at, reservation_id))
+            self._event(db, "reservation.renewed", now, task_id=held.task_id, worker_id=worker_id,
+                        id=reservation_id, expires_at=expires_at)  # fmt: skip
+            return self._reservation_by_id(db, reservation_id)
+
+    def release_reservation(self, reservation_id: int, worker_id: int, now: float) -> Reservation:
+        with self._write() as db:
+            self._held(db, reservation_id, worker_id, now)
+            (ended,) = self._end_reservations(db, "r.id = ?", (reservation_id,), now, "released")
+            return ended
+
+    def release_task_reservations(self, task_id: int, now: float) -> list[Reservation]:
+        with self._write() as db:
+            return self._end_reservations(db, "r.task_id = ?", (task_id,), now, "released with its task")
 
     # -- messages -------------------------------------------------------------------------
 
@@ -703,6 +844,19 @@ def _task(row: sqlite3.Row) -> Task:
         claimed_at=row["claimed_at"],
         finished_at=row["finished_at"],
         commit=row["commit_sha"],
+    )
+
+
+def _reservation(row: sqlite3.Row) -> Reservation:
+    return Reservation(
+        id=row["id"],
+        worker_id=row["worker_id"],
+        role=row["role"],
+        pattern=row["pattern"],
+        exclusive=bool(row["exclusive"]),
+        task_id=row["task_id"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
     )
 
 

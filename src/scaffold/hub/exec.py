@@ -1,0 +1,337 @@
+"""Running a command in the workspace: `POST /v1/exec` and the MCP tool `run_command`.
+
+A command is an argv list (run directly) or a shell string (`/bin/sh -c`), in a directory of the
+workspace, with a timeout, an output cap and a minimal environment:
+
+- `cwd` is relative to the workspace root: absolute paths, `..`, NUL and symlinks resolving
+  outside the root are refused. This only says where the command starts; it is not a sandbox:
+  the command runs as the hub's user and can read whatever that user can.
+- The environment is PATH, HOME and LANG (from the hub's) plus the caller's extras; nothing
+  else of the hub's environment (its secrets) is passed on.
+- The command runs in a new session (its own process group) with stdin from /dev/null. On
+  timeout the whole group gets SIGTERM, then SIGKILL after a grace period. When the command
+  ends, whatever it left running in its group is ended the same way: no process outlives its
+  command (a process that starts its own session escapes this).
+- stdout and stderr are read concurrently; at most `max_output_bytes` of each is kept (the rest
+  is read and dropped, so the command never blocks on a full pipe), then decoded as UTF-8 with
+  replacement characters.
+- Given a task id and its lease token, the lease is heartbeated every lease/3 seconds while the
+  command runs, so a long build does not lose its task; a stale token is refused before running.
+- Every command run is an `exec.ran` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shlex
+import signal
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from scaffold.hub.errors import Disabled, HubError, InvalidRequest, LeaseConflict, NotFound, PathRefused
+
+if TYPE_CHECKING:
+    from scaffold.hub.app import Hub
+
+log = logging.getLogger("scaffold.hub")
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+READ_CHUNK = 64 * 1024
+EVENT_TEXT = 500  # characters of the command kept in its event
+POLL = 0.02  # seconds between looks at a process group that was told to end
+
+
+def minimal_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """PATH, HOME and LANG of the hub's environment (or defaults), plus `extra`."""
+    env = {
+        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
+        "HOME": os.environ.get("HOME") or "/",
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+    }
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to run: exactly one of `argv` and `shell`; `cwd` is already resolved and checked."""
+
+    argv: tuple[str, ...] | None
+    shell: str | None
+    cwd: Path
+    timeout: float
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return shlex.join(self.argv) if self.argv is not None else self.shell or ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    """The command's exit status; -N when a signal N ended it (a timeout: -15 or -9)."""
+    stdout: str
+    stderr: str
+    duration_seconds: float
+    truncated: bool
+    timed_out: bool
+
+    def view(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
+                "duration_seconds": self.duration_seconds, "truncated": self.truncated,
+                "timed_out": self.timed_out}  # fmt: skip
+
+
+def resolve_cwd(root: Path, cwd: str) -> Path:
+    """The directory `cwd` names inside the workspace root, after resolving symlinks."""
+    shown = repr(cwd[:200])
+    if "\x00" in cwd:
+        raise PathRefused(f"cwd {shown} holds a NUL character")
+    relative = PurePosixPath(cwd)
+    if relative.is_absolute():
+        raise PathRefused(f"cwd {shown} is absolute; give a path relative to the workspace root")
+    if ".." in relative.parts:
+        raise PathRefused(f"cwd {shown} contains '..'; give a path inside the workspace")
+    try:
+        base = root.resolve()
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError) as error:  # a symlink loop
+        raise PathRefused(f"cwd {shown} cannot be resolved: {error}") from None
+    if not target.is_relative_to(base):
+        raise PathRefused(f"cwd {shown} resolves outside the workspace")
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"cwd {shown} does not exist in the workspace") from None
+    except OSError as error:  # a name too long, a directory the hub may not enter
+        raise InvalidRequest(f"cwd {shown} cannot be used: {error.strerror or error}") from None
+    if not stat.S_ISDIR(mode):
+        raise InvalidRequest(f"cwd {shown} is not a directory")
+    return target
+
+
+class _Capture:
+    """Reads a pipe to its end, keeping the first `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    async def read(self, stream: asyncio.StreamReader | None) -> None:
+        if stream is None:
+            return
+        while chunk := await stream.read(READ_CHUNK):
+            room = self.limit - len(self.data)
+            if len(chunk) > room:
+                self.truncated = True
+            if room > 0:
+                self.data += chunk[:room]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+class Executor:
+    """Runs commands; remembers the running ones so the hub can end them when it stops."""
+
+    def __init__(self, root: Path, max_output_bytes: int, kill_grace: float = KILL_GRACE) -> None:
+        self.root = root.expanduser().absolute()
+        self.max_output_bytes = max_output_bytes
+        self.kill_grace = kill_grace
+        self.running: set[int] = set()  # process group ids
+        self.closing = False
+
+    async def run(self, command: Command) -> Outcome:
+        started = time.monotonic()
+        options: dict[str, Any] = {
+            "cwd": command.cwd, "env": minimal_environment(command.env), "start_new_session": True,
+            "stdin": asyncio.subprocess.DEVNULL, "stdout": asyncio.subprocess.PIPE,
+            "stderr": asyncio.subprocess.PIPE,
+        }  # fmt: skip
+        try:
+            if command.argv is not None:
+                proc = await asyncio.create_subprocess_exec(*command.argv, **options)
+            else:
+                proc = await asyncio.create_subprocess_shell(command.shell or "", **options)
+        except OSError as error:  # as a shell says it: 127 not found, 126 cannot run
+            code = 127 if isinstance(error, FileNotFoundError) else 126
+            reason = "command not found" if code == 127 else error.strerror or str(error)
+            name = command.argv[0] if command.argv else "sh"
+            return Outcome(code, "", f"{name}: {reason}\n", time.monotonic() - started, False, False)
+        group = proc.pid  # start_new_session: the command leads its own process group
+        self.running.add(group)
+        out, err = _Capture(self.max_output_bytes), _Capture(self.max_output_bytes)
+        readers = [asyncio.create_task(out.read(proc.stdout)), asyncio.create_task(err.read(proc.stderr))]
+        ended = False
+        try:
+            exited = await _exited(proc, started + command.timeout, lambda: self.closing)
+            timed_out = not exited and not self.closing
+            await self._end_group(group, proc, readers)
+            ended = True
+        finally:
+            self.running.discard(group)
+            for reader in readers:
+                reader.cancel()
+            if not ended:  # cancelled: leave nothing of the command running
+                _signal_group(group, signal.SIGKILL)
+        code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+        return Outcome(code, out.text(), err.text(), round(time.monotonic() - started, 6),
+                       out.truncated or err.truncated, timed_out)  # fmt: skip
+
+    async def _end_group(
+        self, group: int, proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Task[None]]
+    ) -> None:
+        """SIGTERM what is left of the group, SIGKILL after the grace; then drain the pipes."""
+        if _group_alive(group):
+            _signal_group(group, signal.SIGTERM)
+            deadline = time.monotonic() + self.kill_grace
+            while _group_alive(group) and time.monotonic() < deadline:
+                await asyncio.sleep(POLL)
+            if _group_alive(group):
+                _signal_group(group, signal.SIGKILL)
+        if proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), self.kill_grace)
+        # A process that left the group (its own session) may still hold a pipe: stop reading.
+        await asyncio.wait(readers, timeout=self.kill_grace)
+
+    def shutdown(self) -> None:
+        """The hub is stopping: end every running command now (SIGTERM, SIGKILL after the grace)."""
+        self.closing = True
+        for group in list(self.running):
+            _signal_group(group, signal.SIGTERM)
+
+
+async def _exited(proc: asyncio.subprocess.Process, deadline: float, stop: Callable[[], bool]) -> bool:
+    """Wait until the process has exited (True), or the deadline has passed or `stop()` (False).
+
+    `proc.wait()` alone is not enough: it also waits for the output pipes to close, which a
+    background child holding them delays until it ends. So look at the exit status too, at
+    growing intervals (1 ms up to 50 ms: a quick command is not slowed down).
+    """
+    waiter = asyncio.ensure_future(proc.wait())
+    delay = 0.001
+    try:
+        while proc.returncode is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop():
+                return False
+            await asyncio.wait({waiter}, timeout=min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+        return True
+    finally:
+        waiter.cancel()
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of the group still runs (zombies do not count: where PID 1 does not
+    reap orphans, as in some containers, they stay in the group forever)."""
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            line = (entry / "stat").read_text()
+        except OSError:  # it ended while we looked
+            continue
+        fields = line.rsplit(")", 1)[-1].split()  # after "pid (name)": state, ppid, pgrp, ...
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+# -- the request ---------------------------------------------------------------------------------
+
+
+async def execute(hub: Hub, request: Mapping[str, Any], actor: str) -> Outcome:
+    """Run the command a validated request describes (see api_exec.EXEC_BODY) and record it.
+
+    Disabled (403) when exec is off; PathRefused, NotFound or InvalidRequest for a bad cwd,
+    timeout, environment or lease pair; LeaseConflict (409) for a stale lease, before running.
+    """
+    settings = hub.settings
+    if not settings.exec_enabled:
+        raise Disabled("running commands is switched off on this hub ([exec] enabled = false in hub.toml)")
+    argv, shell = request.get("argv"), request.get("shell")
+    if (argv is None) == (shell is None):
+        raise InvalidRequest("give exactly one of argv (a list) and shell (a string)")
+    texts = [*(argv or [shell]), *request.get("env", {}).values()]
+    if any("\x00" in text for text in texts):
+        raise InvalidRequest("the command and its environment must not hold NUL characters")
+    if argv is not None and not argv[0]:
+        raise InvalidRequest("argv[0], the program, is empty")
+    bad = [name for name in request.get("env", {}) if not ENV_NAME.fullmatch(name)]
+    if bad:
+        raise InvalidRequest(f"environment variable name {bad[0][:100]!r} must match [A-Z_][A-Z0-9_]*")
+    timeout = request.get("timeout_seconds", settings.exec_timeout_seconds)
+    if not 0 < timeout <= settings.exec_timeout_seconds:
+        raise InvalidRequest(
+            f"timeout_seconds must be above 0 and at most {settings.exec_timeout_seconds:g}, this hub's limit"
+        )
+    task_id, token = request.get("task_id"), request.get("lease_token")
+    if (task_id is None) != (token is None):
+        raise InvalidRequest("give task_id and lease_token together, or neither")
+    cwd_text = request.get("cwd", ".")
+    command = Command(
+        argv=tuple(argv) if argv is not None else None,
+        shell=shell,
+        cwd=resolve_cwd(hub.executor.root, cwd_text),
+        timeout=float(timeout),
+        env=dict(request.get("env", {})),
+    )
+    keeper = None
+    if task_id is not None and token is not None:
+        if not token.isascii():  # never one the hub gave out (and compare_digest refuses it)
+            raise LeaseConflict(f"task {task_id}: this lease token is not its current lease")
+        hub.queue.heartbeat(task_id, token)  # a stale token: 409 now, before anything runs
+        keeper = asyncio.create_task(_keep_lease(hub, task_id, token))
+    try:
+        outcome = await hub.executor.run(command)
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+    kind = "argv" if command.argv is not None else "shell"
+    hub.store.append_event(
+        "exec.ran", hub.clock(), actor=actor, **{kind: command.text()[:EVENT_TEXT]}, cwd=cwd_text,
+        exit_code=outcome.exit_code, duration_seconds=outcome.duration_seconds,
+        timed_out=outcome.timed_out, task_id=task_id,
+    )  # fmt: skip
+    return outcome
+
+
+async def _keep_lease(hub: Hub, task_id: int, token: str) -> None:
+    """Heartbeat the task every lease/3 until cancelled, or until the lease is lost."""
+    interval = hub.queue.settings.lease_seconds / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            hub.queue.heartbeat(task_id, token)
+        except HubError as error:
+            log.warning("task %s: stopped keeping its lease during a command: %s", task_id, error.message)
+            return
