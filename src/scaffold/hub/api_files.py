@@ -5,7 +5,7 @@ never holds up the event loop."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
@@ -13,6 +13,9 @@ from scaffold.hub import schemas as s
 from scaffold.hub.files import Entry
 from scaffold.hub.http import Call, Endpoint, Param
 from scaffold.hub.reservations import DEFAULT_TTL, MAX_GLOBS, MAX_TTL, view
+
+if TYPE_CHECKING:
+    from scaffold.hub.app import Hub
 
 PATH = s.described({"type": "string", "maxLength": 4096}, "relative to the workspace root")
 GLOB = s.described(
@@ -156,69 +159,80 @@ async def write_file(call: Call) -> Response:
     )
 
 
-async def edit_file(call: Call) -> Response:
-    body = call.body
-    edited = await asyncio.to_thread(
-        lambda: call.hub.workspace.edit(
-            body["path"],
-            body["old"],
-            body["new"],
-            writer=body.get("worker_id"),
-            if_match=body.get("etag"),
-            replace_all=body.get("replace_all", False),
-            actor=call.actor,
+async def edited(hub: Hub, args: dict[str, Any], actor: str) -> dict[str, Any]:
+    """Edit a file as REST and MCP both ask for it; the answer both return."""
+    edit = await asyncio.to_thread(
+        lambda: hub.workspace.edit(
+            args["path"],
+            args["old"],
+            args["new"],
+            writer=args.get("worker_id"),
+            if_match=args.get("etag"),
+            replace_all=args.get("replace_all", False),
+            actor=actor,
         )
     )
-    return JSONResponse(
-        {**written_view(edited.path, edited.size, edited.etag), "replacements": edited.replacements}
+    return {**written_view(edit.path, edit.size, edit.etag), "replacements": edit.replacements}
+
+
+async def edit_file(call: Call) -> Response:
+    return JSONResponse(await edited(call.hub, call.body, call.actor))
+
+
+async def deleted(hub: Hub, args: dict[str, Any], actor: str) -> dict[str, Any]:
+    gone = await asyncio.to_thread(
+        lambda: hub.workspace.delete(
+            args["path"], writer=args.get("worker_id"), if_match=args.get("etag"), actor=actor
+        )
     )
+    return {"path": gone.path, "type": gone.type}
 
 
 async def delete_file(call: Call) -> Response:
-    body = call.body
-    deleted = await asyncio.to_thread(
-        lambda: call.hub.workspace.delete(
-            body["path"], writer=body.get("worker_id"), if_match=body.get("etag"), actor=call.actor
+    return JSONResponse(await deleted(call.hub, call.body, call.actor))
+
+
+async def moved(hub: Hub, args: dict[str, Any], actor: str) -> dict[str, Any]:
+    move = await asyncio.to_thread(
+        lambda: hub.workspace.move(
+            args["from"],
+            args["to"],
+            writer=args.get("worker_id"),
+            overwrite=args.get("overwrite", False),
+            actor=actor,
         )
     )
-    return JSONResponse({"path": deleted.path, "type": deleted.type})
+    return {"from": move.source, "to": move.destination, "type": move.type}
 
 
 async def move_file(call: Call) -> Response:
-    body = call.body
-    moved = await asyncio.to_thread(
-        lambda: call.hub.workspace.move(
-            body["from"],
-            body["to"],
-            writer=body.get("worker_id"),
-            overwrite=body.get("overwrite", False),
-            actor=call.actor,
-        )
-    )
-    return JSONResponse({"from": moved.source, "to": moved.destination, "type": moved.type})
+    return JSONResponse(await moved(call.hub, call.body, call.actor))
 
 
-async def grep_files(call: Call) -> Response:
-    body = call.body
+async def grepped(hub: Hub, args: dict[str, Any]) -> dict[str, Any]:
     found = await asyncio.to_thread(
-        lambda: call.hub.workspace.grep(
-            body["pattern"],
-            body.get("path", ""),
-            body.get("glob"),
-            max_matches=body.get("max_matches", 100),
-            max_bytes=body.get("max_bytes"),
-            ignore_case=body.get("ignore_case", False),
-            fixed_string=body.get("fixed_string", False),
+        lambda: hub.workspace.grep(
+            args["pattern"],
+            args.get("path", ""),
+            args.get("glob"),
+            max_matches=args.get("max_matches", 100),
+            max_bytes=args.get("max_bytes"),
+            ignore_case=args.get("ignore_case", False),
+            fixed_string=args.get("fixed_string", False),
         )
     )
-    return JSONResponse({
+    return {
         "matches": [{"path": m.path, "line": m.line, "column": m.column, "text": m.text}
                     for m in found.matches],
         "truncated": found.truncated,
         "files_searched": found.files_searched,
         "files_skipped": found.files_skipped,
         "bytes_searched": found.bytes_searched,
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+async def grep_files(call: Call) -> Response:
+    return JSONResponse(await grepped(call.hub, call.body))
 
 
 # -- reservations --------------------------------------------------------------------------

@@ -255,66 +255,19 @@ async def write_file(call: ToolCall) -> dict[str, Any]:
 
 
 async def edit_file(call: ToolCall) -> dict[str, Any]:
-    args = call.args
-    edited = await asyncio.to_thread(
-        lambda: call.hub.workspace.edit(
-            args["path"],
-            args["old"],
-            args["new"],
-            writer=args.get("worker_id"),
-            if_match=args.get("etag"),
-            replace_all=args.get("replace_all", False),
-            actor=call.actor,
-        )
-    )
-    return {**f.written_view(edited.path, edited.size, edited.etag), "replacements": edited.replacements}
+    return await f.edited(call.hub, call.args, call.actor)
 
 
 async def delete_file(call: ToolCall) -> dict[str, Any]:
-    args = call.args
-    deleted = await asyncio.to_thread(
-        lambda: call.hub.workspace.delete(
-            args["path"], writer=args.get("worker_id"), if_match=args.get("etag"), actor=call.actor
-        )
-    )
-    return {"path": deleted.path, "type": deleted.type}
+    return await f.deleted(call.hub, call.args, call.actor)
 
 
 async def move_file(call: ToolCall) -> dict[str, Any]:
-    args = call.args
-    moved = await asyncio.to_thread(
-        lambda: call.hub.workspace.move(
-            args["from"],
-            args["to"],
-            writer=args.get("worker_id"),
-            overwrite=args.get("overwrite", False),
-            actor=call.actor,
-        )
-    )
-    return {"from": moved.source, "to": moved.destination, "type": moved.type}
+    return await f.moved(call.hub, call.args, call.actor)
 
 
 async def grep_files(call: ToolCall) -> dict[str, Any]:
-    args = call.args
-    found = await asyncio.to_thread(
-        lambda: call.hub.workspace.grep(
-            args["pattern"],
-            args.get("path", ""),
-            args.get("glob"),
-            max_matches=args.get("max_matches", 100),
-            max_bytes=args.get("max_bytes"),
-            ignore_case=args.get("ignore_case", False),
-            fixed_string=args.get("fixed_string", False),
-        )
-    )
-    return {
-        "matches": [{"path": m.path, "line": m.line, "column": m.column, "text": m.text}
-                    for m in found.matches],
-        "truncated": found.truncated,
-        "files_searched": found.files_searched,
-        "files_skipped": found.files_skipped,
-        "bytes_searched": found.bytes_searched,
-    }  # fmt: skip
+    return await f.grepped(call.hub, call.args)
 
 
 async def reserve_paths(call: ToolCall) -> dict[str, Any]:
