@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from hubprocess import BenchError, Hub
+from hubprocess import BenchError, Hub, single_hub
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -63,7 +59,6 @@ def main() -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="bench-exec-"))
     times: dict[str, list[float]] = {
         "POST /v1/exec argv [true], round trip": [],
         "POST /v1/exec shell 'true', round trip": [],
@@ -72,9 +67,7 @@ def main() -> int:
         "spawn `true` directly (subprocess.run)": [],
     }
     names = list(times)
-    hub = None
-    try:
-        hub = Hub("hub", work, secrets.token_urlsafe(32))
+    with single_hub("bench_exec") as (hub, _):
         conn = Connection(hub)
         try:
             for run in range(-20, args.runs):  # the first 20 warm up (imports, page cache)
@@ -92,15 +85,6 @@ def main() -> int:
                         times[name].append(value)
         finally:
             conn.close()
-    except (BenchError, OSError) as error:
-        print(f"bench_exec: {error}", file=sys.stderr)
-        if hub is not None:
-            print(hub.log_tail(), file=sys.stderr)
-        return 1
-    finally:
-        if hub is not None:
-            hub.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     width = max(len(name) for name in names)
     print(f"{'metric':<{width}}  {'p50 ms':>8}  {'p99 ms':>8}")

@@ -17,15 +17,13 @@ import argparse
 import http.client
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench_exec import percentile
-from hubprocess import BenchError, Hub
+from hubprocess import BenchError, Hub, single_hub
 
 BIG = 10 * 1024 * 1024
 
@@ -88,15 +86,12 @@ def main() -> int:
     if args.runs < 1 or args.small < 1:
         parser.error("--runs and --small must be at least 1")
 
-    work = Path(tempfile.mkdtemp(prefix="bench-files-"))
-    local = work / "local"
-    local.mkdir()
     big = os.urandom(BIG)
     times: dict[str, list[float]] = {"api write": [], "local write": [], "api read": [], "local read": []}
     small: list[float] = []
-    hub = None
-    try:
-        hub = Hub("hub", work, secrets.token_urlsafe(32))
+    with single_hub("bench_files") as (hub, work):
+        local = work / "local"
+        local.mkdir()
         files = Files(hub)
         for run in range(-1, args.runs):  # run -1 warms up
             api_write = files.put("big.bin", big)
@@ -110,15 +105,6 @@ def main() -> int:
                     times[name].append(value)
         for number in range(args.small):
             small.append(files.put(f"small/{number % 50}.txt", secrets.token_bytes(1024)))
-    except (BenchError, OSError) as error:
-        print(f"bench_files: {error}", file=sys.stderr)
-        if hub is not None:
-            print(hub.log_tail(), file=sys.stderr)
-        return 1
-    finally:
-        if hub is not None:
-            hub.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     med = {name: statistics.median(values) for name, values in times.items()}
     rows = [

@@ -12,13 +12,17 @@ import hashlib
 import http.client
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -196,3 +200,23 @@ def load(hub: Hub, job: Job, on_open: Callable[[dict[str, Any]], None] | None = 
         raise BenchError(f"the load client failed (exit {proc.returncode})")
     hub.claimed.extend(result.ids)
     return result
+
+
+@contextmanager
+def single_hub(program: str) -> Iterator[tuple[Hub, Path]]:
+    """One hub on a fresh work directory, stopped and removed afterwards. A failure of the hub
+    or of a request is printed with the end of the hub's log, and the program exits 1."""
+    work = Path(tempfile.mkdtemp(prefix=f"{program}-"))
+    hub = None
+    try:
+        hub = Hub("hub", work, secrets.token_urlsafe(32))
+        yield hub, work
+    except (BenchError, OSError) as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        if hub is not None:
+            print(hub.log_tail(), file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        if hub is not None:
+            hub.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -13,13 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaffold.hub.store.sqlite import SQLiteStore
+from scaffold.hub.store.sqlite import TASK_COLUMNS, SQLiteStore
 
-TASK_COLUMNS = (
-    "id, title, instructions, priority, state, depends_on, required_capabilities, attempts, "
-    "max_attempts, worker_id, lease_token, lease_expires_at, result, error, created_at, "
-    "updated_at, claimed_at, finished_at, commit_sha"
-)
 BARE_CLAIM = f"""
 UPDATE tasks
    SET state = 'claimed', worker_id = :worker, lease_token = :token,

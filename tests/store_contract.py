@@ -914,15 +914,6 @@ class StoreContract:
         assert store.list_reservations(T0 + 2) == [other_task, own]
         assert event_types(store, before).count("reservation.released") == 2
 
-    def test_released_reservations_of_a_task(self, store: Store) -> None:
-        worker = register(store)
-        create(store, new("a"))
-        task = claimed(store, worker)
-        made = store.reserve(worker.id, ["a/**", "b/**"], True, task.id, T0 + 60, T0)
-        assert store.release_task_reservations(task.id, T0 + 1) == made
-        assert store.list_reservations(T0 + 1) == []
-        assert store.release_task_reservations(task.id, T0 + 2) == []
-
     def test_a_stopped_worker_holds_nothing(self, store: Store) -> None:
         worker = register(store, "session-1")
         other = register(store, "session-2")

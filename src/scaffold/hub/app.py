@@ -34,8 +34,9 @@ from scaffold.hub.messages import Messages
 from scaffold.hub.reservations import Reservations
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import HubSettings
+from scaffold.hub.signals import Signal
 from scaffold.hub.store.base import Store
-from scaffold.hub.tasks import Queue, QueueSettings, ReadySignal
+from scaffold.hub.tasks import Queue, QueueSettings
 from scaffold.hub.types import Clock, Task
 from scaffold.hub.workers import Workers
 
@@ -72,7 +73,7 @@ class Hub:
             store=store,
             settings=settings,
             clock=clock,
-            queue=Queue(store, clock, queue_settings, ReadySignal()),
+            queue=Queue(store, clock, queue_settings, Signal()),
             workers=Workers(store, clock, settings.roles, settings.worker_lost_seconds),
             messages=Messages(store, clock),
             auth=Authenticator(store),

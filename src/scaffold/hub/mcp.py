@@ -35,7 +35,7 @@ from scaffold import __version__
 from scaffold.hub import api_files as f
 from scaffold.hub import schemas as s
 from scaffold.hub.api import claimed, create_batch, message_view, status_view
-from scaffold.hub.api_exec import EXEC_BODY
+from scaffold.hub.api_exec import EXEC_FIELDS
 from scaffold.hub.auth import ROLE_RANK
 from scaffold.hub.errors import Forbidden, HubError, InvalidRequest, LeaseConflict, NotFound, StoreClosed
 from scaffold.hub.exec import execute
@@ -86,7 +86,7 @@ CURSOR = {"type": "string", "pattern": "^[0-9]{1,19}$"}
 LIMIT = s.described({"type": "integer", "minimum": 1, "maximum": 1000}, "default 100")
 # REST's body is argv or shell (a oneOf); a tool's schema must be one object, so it takes both
 # and execute() refuses anything but exactly one of them, as it does for REST.
-COMMAND = s.obj([], **{**EXEC_BODY["oneOf"][0]["properties"], **EXEC_BODY["oneOf"][1]["properties"]})
+COMMAND = s.obj([], **EXEC_FIELDS)
 LIST_FILES = s.obj([], path=f.PATH, glob=f.GLOB, limit=s.described(
     {"type": "integer", "minimum": 1, "maximum": 10_000}, "default 1000"))  # fmt: skip
 READ_FILE = s.obj(["path"], path=f.PATH)

@@ -44,18 +44,14 @@ class QueueSettings:
     max_batch: int = 1000
 
 
-ReadySignal = Signal
-"""Wakes long-polling claimers when a task may have become ready."""
-
-
 class Queue:
     def __init__(
-        self, store: Store, clock: Clock, settings: QueueSettings, signal: ReadySignal | None = None
+        self, store: Store, clock: Clock, settings: QueueSettings, signal: Signal | None = None
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
-        self.signal = signal or ReadySignal()
+        self.signal = signal or Signal()
         self.closing = False
         self._batches: dict[
             asyncio.AbstractEventLoop, list[tuple[ClaimRequest, asyncio.Future[Task | HubError | None]]]

@@ -225,10 +225,6 @@ class Store(ABC):
         """End an active reservation; NotFound if it is not active, Conflict if another worker
         holds it."""
 
-    @abstractmethod
-    def release_task_reservations(self, task_id: int, now: float) -> list[Reservation]:
-        """End every reservation held for the task; the ones ended."""
-
     # -- messages -------------------------------------------------------------------------
 
     @abstractmethod

@@ -45,7 +45,7 @@ from scaffold.hub.types import (
 
 DB_FILE = "hub.sqlite3"
 
-_TASK_COLUMNS = (
+TASK_COLUMNS = (
     "id, title, instructions, priority, state, depends_on, required_capabilities, attempts, "
     "max_attempts, worker_id, lease_token, lease_expires_at, result, error, created_at, "
     "updated_at, claimed_at, finished_at, commit_sha"
@@ -64,7 +64,7 @@ UPDATE tasks
                  WHERE need.value NOT IN (SELECT value FROM json_each(:caps))))
         ORDER BY priority DESC, id
         LIMIT 1)
-RETURNING {_TASK_COLUMNS}
+RETURNING {TASK_COLUMNS}
 """
 
 
@@ -333,7 +333,7 @@ class SQLiteStore(Store):
         return states
 
     def _task_by_id(self, db: sqlite3.Connection, task_id: int) -> Task:
-        row = db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
         return _task(row)
@@ -351,7 +351,7 @@ class SQLiteStore(Store):
             clauses.append("worker_id = ?")
             params.append(task_filter.worker_id)
         params.append(task_filter.limit)
-        sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?"
         with self._read() as db:
             return [_task(row) for row in db.execute(sql, params)]
 
@@ -429,7 +429,7 @@ class SQLiteStore(Store):
 
     def _leased(self, db: sqlite3.Connection, task_id: int, token: str) -> sqlite3.Row:
         row: sqlite3.Row | None = db.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
@@ -740,10 +740,6 @@ class SQLiteStore(Store):
             self._held(db, reservation_id, worker_id, now)
             (ended,) = self._end_reservations(db, "r.id = ?", (reservation_id,), now, "released")
             return ended
-
-    def release_task_reservations(self, task_id: int, now: float) -> list[Reservation]:
-        with self._write() as db:
-            return self._end_reservations(db, "r.task_id = ?", (task_id,), now, "released with its task")
 
     # -- messages -------------------------------------------------------------------------
 
