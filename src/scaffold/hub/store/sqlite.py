@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,36 @@ RETURNING {TASK_COLUMNS}
 """
 
 
+class _Checkpointer:
+    """Checkpoints the WAL from a background thread, off the request path.
+
+    A PASSIVE checkpoint never waits for the writer or readers; sqlite3 releases the GIL while it
+    copies and fsyncs, so the event loop keeps serving."""
+
+    INTERVAL = 0.25
+    MIN_WAL_BYTES = 1 << 20
+
+    def __init__(self, path: Path) -> None:
+        self._wal = path.with_name(path.name + "-wal")
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.INTERVAL):
+            try:
+                if self._wal.stat().st_size >= self.MIN_WAL_BYTES:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (OSError, sqlite3.Error):
+                continue  # the next round retries; the WAL only grows meanwhile
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._db.close()
+
+
 class SQLiteStore(Store):
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -80,8 +110,13 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
+        # Checkpoints copy the WAL into the database and fsync: tens of ms on a slow disk. Left to
+        # SQLite they run inside whichever commit crosses the threshold, stalling every request
+        # queued behind it, so a thread with its own connection does them instead.
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
         self.on_commit: list[Callable[[], None]] = []
         self._migrate()
+        self._checkpointer = _Checkpointer(self.path)
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> SQLiteStore:
@@ -102,7 +137,8 @@ class SQLiteStore(Store):
     def _migrate(self) -> None:
         version = self.schema_version
         if version > len(MIGRATIONS):
-            self.close()
+            self._conn.close()
+            self._db = None
             raise HubError(
                 f"{self.path} was written by a newer hub (schema {version}, this hub knows "
                 f"{len(MIGRATIONS)}); upgrade vps-agent-scaffold"
@@ -133,8 +169,11 @@ class SQLiteStore(Store):
             yield self._conn
 
     def close(self) -> None:
+        self._checkpointer.stop()
         with self._lock:
             if self._db is not None:
+                with suppress(sqlite3.Error):  # best effort; the WAL is replayed on next open
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.close()
                 self._db = None
 
