@@ -517,6 +517,44 @@ def test_workers_register_list_find_heartbeat_and_deregister(client: TestClient,
     assert claim(client, keys.agent, other)["id"] == task["id"]
 
 
+def test_session_route_gives_the_hooks_the_worker_and_its_leases(client: TestClient, keys: Keys) -> None:
+    worker = register(client, keys.agent, "session-hooks")
+    nobody = client.get("/v1/session", params={"session_id": "unknown"}, headers=bearer(keys.agent))
+    assert_error(nobody, 404, "not_found", "no worker")
+    viewer = client.get("/v1/session", params={"session_id": "session-hooks"}, headers=bearer(keys.viewer))
+    assert_error(viewer, 403, "forbidden")  # it hands out lease tokens: agents only
+
+    idle = client.get("/v1/session", params={"session_id": "session-hooks"}, headers=bearer(keys.agent))
+    assert idle.json()["worker"]["id"] == worker and idle.json()["tasks"] == []
+
+    create(client, keys.agent)
+    held = claim(client, keys.agent, worker)
+    seen = client.get("/v1/session", params={"session_id": "session-hooks"}, headers=bearer(keys.agent))
+    [task] = seen.json()["tasks"]
+    assert (task["id"], task["lease_token"]) == (held["id"], held["lease_token"])
+    assert task["lease_expires_at"] == held["lease_expires_at"]  # a read extends nothing
+
+    time.sleep(0.01)
+    mine = {"session_id": "session-hooks"}
+    beat = client.post("/v1/session/heartbeat", json=mine, headers=bearer(keys.agent))
+    assert beat.status_code == 200
+    [extended] = beat.json()["tasks"]
+    assert extended["lease_token"] == held["lease_token"]
+    assert extended["lease_expires_at"] > held["lease_expires_at"]
+    assert beat.json()["worker"]["last_seen"] > idle.json()["worker"]["last_seen"]
+    done = client.post(f"/v1/tasks/{held['id']}/complete", json={"lease_token": held["lease_token"]},
+                       headers=bearer(keys.agent))  # fmt: skip
+    assert done.status_code == 200
+    after = client.post("/v1/session/heartbeat", json=mine, headers=bearer(keys.agent))
+    assert after.json()["tasks"] == []
+    empty = client.post("/v1/session/heartbeat", json={"session_id": ""}, headers=bearer(keys.agent))
+    assert_error(empty, 422, "invalid_request")
+
+    client.delete(f"/v1/workers/{worker}", headers=bearer(keys.agent))
+    stopped = client.post("/v1/session/heartbeat", json=mine, headers=bearer(keys.agent))
+    assert stopped.json()["worker"]["status"] == "stopped"  # a heartbeat does not revive it
+
+
 def test_messages_reach_exactly_their_readers(app: Starlette, client: TestClient, keys: Keys) -> None:
     backend = register(client, keys.agent, "session-b", role="backend")
     frontend = register(client, keys.agent, "session-f", role="frontend")

@@ -281,6 +281,23 @@ def test_workers(hub: HubProcess, cwd: Path) -> None:
     assert vps("tasks", "claim", url=hub.url, cwd=cwd).code == USAGE
 
 
+def test_workers_me_shows_the_sessions_leases(hub: HubProcess, cwd: Path) -> None:
+    worker, session_id = register(hub, cwd, role="me")
+    env = {"CLAUDE_CODE_SESSION_ID": session_id}
+    idle = vps("workers", "me", url=hub.url, cwd=cwd, env=env)
+    assert idle.code == OK and "no task held" in idle.out
+    [made] = create(hub, cwd, "me", "remember me")
+    token = claim(hub, cwd, worker)
+    shown = vps("workers", "me", url=hub.url, cwd=cwd, env=env)
+    assert f"task {made['id']} [claimed] remember me" in shown.out and f"lease token: {token}" in shown.out
+    mine = vps("workers", "me", "--json", "--session", session_id, url=hub.url, cwd=cwd).json()
+    assert mine["worker"]["id"] == worker and mine["tasks"][0]["lease_token"] == token
+    assert vps("workers", "me", "--session", "never-registered", url=hub.url, cwd=cwd).code == NOT_FOUND
+    assert vps("workers", "me", url=hub.url, cwd=cwd).code == USAGE  # which session?
+    watcher = vps("workers", "me", url=hub.url, cwd=cwd, env=env, key=VIEWER)
+    assert watcher.code == AUTH  # lease tokens are for agents
+
+
 def test_messages(hub: HubProcess, cwd: Path) -> None:
     worker, session_id = register(hub, cwd, role="talker")
     env = {"CLAUDE_CODE_SESSION_ID": session_id}

@@ -17,6 +17,7 @@ from scaffold.hub.events import stream
 from scaffold.hub.http import MAX_ID, Call, Endpoint, Param
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.types import TASK_STATES, Message, NewTask, Task
+from scaffold.hub.workers import session_tasks
 
 if TYPE_CHECKING:
     from scaffold.hub.app import Hub
@@ -180,6 +181,21 @@ async def heartbeat_worker(call: Call) -> Response:
     return ok(call.hub.workers.view(call.hub.workers.heartbeat(call.ids["worker_id"])))
 
 
+def session_view(call: Call, heartbeat: bool) -> Response:
+    session = call.query["session_id"] if not heartbeat else call.body["session_id"]
+    hub = call.hub
+    worker, held = session_tasks(hub.store, hub.workers, hub.queue, session, heartbeat)
+    return ok({"worker": hub.workers.view(worker), "tasks": [claimed(task) for task in held]})
+
+
+async def get_session(call: Call) -> Response:
+    return session_view(call, heartbeat=False)
+
+
+async def heartbeat_session(call: Call) -> Response:
+    return session_view(call, heartbeat=True)
+
+
 async def deregister_worker(call: Call) -> Response:
     worker = call.hub.workers.deregister(call.ids["worker_id"])
     call.hub.queue.signal.notify()  # its tasks went back to the queue
@@ -317,8 +333,7 @@ ENDPOINTS: list[Endpoint] = [
              "Register a Claude Code session as a worker (again: same worker)", "agent",
              body=s.REGISTER, responses={201: ("The worker", s.WORKER)}),
     Endpoint("GET", "/v1/workers", list_workers, "Workers with status, current task, idle time",
-             "viewer", query={"session_id": Param({"type": "string", "minLength": 1,
-                                                     "maxLength": 200}, "find by session id")},
+             "viewer", query={"session_id": Param(s.SESSION_ID, "find by session id")},
              responses={200: ("The workers", s.obj(["workers"], workers={"type": "array",
                                                                          "items": s.WORKER}))}),
     Endpoint("GET", "/v1/workers/{worker_id}", get_worker, "One worker", "viewer",
@@ -328,6 +343,17 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("DELETE", "/v1/workers/{worker_id}", deregister_worker,
              "Stop the worker; its tasks go back to the queue", "agent",
              responses={200: ("The stopped worker", s.WORKER)}),
+    Endpoint("GET", "/v1/session", get_session,
+             "A session's worker and the tasks it holds, with their lease tokens (for its hooks)",
+             "agent", query={"session_id": Param(s.SESSION_ID, "the Claude Code session id",
+                                                 required=True)},
+             responses={200: ("The worker and its claimed tasks", s.SESSION),
+                        404: ("No worker is registered for this session", R("Error"))}),
+    Endpoint("POST", "/v1/session/heartbeat", heartbeat_session,
+             "The session's worker is active: touch it and extend the leases it holds", "agent",
+             body=s.obj(["session_id"], session_id=s.SESSION_ID),
+             responses={200: ("The worker and its claimed tasks", s.SESSION),
+                        404: ("No worker is registered for this session", R("Error"))}),
     Endpoint("POST", "/v1/messages", send_message,
              "Send to a worker id, role:<name>, coordinator or all", "agent", body=s.SEND,
              responses={201: ("The message", R("Message"))}),

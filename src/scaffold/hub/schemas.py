@@ -88,9 +88,10 @@ LEASE = obj(["lease_token"], lease_token=TOKEN)
 COMPLETE = obj(["lease_token"], lease_token=TOKEN, result=TEXT)
 FAIL = obj(["lease_token", "error"], lease_token=TOKEN, error={**TEXT, "minLength": 1})
 PLAN = obj(["goal", "plan"], goal={"type": "string", "maxLength": 10_000}, plan=TEXT)
+SESSION_ID = {"type": "string", "minLength": 1, "maxLength": 200}
 REGISTER = obj(
     ["session_id", "role"],
-    session_id={"type": "string", "minLength": 1, "maxLength": 200},
+    session_id=SESSION_ID,
     role=TAG,
     capabilities=described(
         {"type": "array", "items": TAG, "maxItems": 64}, "default: the role's tags from hub.toml [roles]"
@@ -132,7 +133,8 @@ COMPONENTS: dict[str, Any] = {
         created_at={"type": "number"}, updated_at={"type": "number"},
         claimed_at=NULLABLE_NUMBER, finished_at=NULLABLE_NUMBER,
         commit={"type": ["string", "null"]},
-        lease_token={"type": "string", "description": "only in answers to a claim or a heartbeat"},
+        lease_token={"type": "string",
+                     "description": "only in answers to a claim, a heartbeat or /v1/session"},
     ),
     "Worker": obj(
         ["id", "session_id", "role", "capabilities", "status", "current_task", "registered_at",
@@ -172,6 +174,7 @@ TASKS_PAGE = obj(["tasks", "next_cursor"], tasks={"type": "array", "items": TASK
                  next_cursor={"type": ["string", "null"]})  # fmt: skip
 BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
 WORKER = ref("Worker")
+SESSION = obj(["worker", "tasks"], worker=WORKER, tasks={"type": "array", "items": TASK})
 MESSAGES_PAGE = obj(["messages", "next_cursor"],
                     messages={"type": "array", "items": ref("Message")},
                     next_cursor={"type": "string"})  # fmt: skip

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scaffold.hub.errors import InvalidRequest
-from scaffold.hub.store.base import Store
-from scaffold.hub.tasks import CAPABILITY
-from scaffold.hub.types import Clock, Worker
+from scaffold.hub.errors import InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.store.base import Store, TaskFilter
+from scaffold.hub.tasks import CAPABILITY, Queue
+from scaffold.hub.types import Clock, Task, Worker
 
 
 class Workers:
@@ -67,3 +67,28 @@ class Workers:
             "last_seen": worker.last_seen,
             "idle_seconds": round(now - worker.idle_since, 3) if status == "idle" else 0.0,
         }
+
+
+def session_tasks(
+    store: Store, workers: Workers, queue: Queue, session_id: str, heartbeat: bool
+) -> tuple[Worker, list[Task]]:
+    """The worker registered with a Claude Code session and the tasks it holds, leases included.
+
+    Knowing the session id is what entitles the caller to the leases: the hooks of that session
+    use this to re-inject, heartbeat or finish the task the model is working on. `heartbeat`
+    records activity: the worker is touched and each held lease extended (a stopped worker is
+    left as it is).
+    """
+    worker = store.find_worker_by_session(session_id)
+    if worker is None:
+        raise NotFound("no worker is registered for this session")
+    held = store.list_tasks(TaskFilter(states=("claimed",), worker_id=worker.id, limit=100))
+    if not heartbeat or worker.stopped_at is not None:
+        return worker, held
+    extended = []
+    for task in held:
+        try:
+            extended.append(queue.heartbeat(task.id, task.lease_token or ""))
+        except LeaseConflict:
+            continue  # reaped or finished since the read: no longer held
+    return workers.heartbeat(worker.id), extended

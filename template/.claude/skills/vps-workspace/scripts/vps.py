@@ -27,6 +27,7 @@ The hooks import this module rather than repeat it (importing it has no side eff
     client = Client.from_env(cwd)                  # HubError when VPS_API_URL/KEY are missing
     worker = client.find_worker(session_id)        # a dict, or None when not registered
     task = client.claim(worker["id"], wait=540)    # a dict with lease_token, or None
+    mine = client.session(session_id)             # {worker, tasks (with lease_token)}, or None
     client.call("workers.heartbeat", worker["id"]) # any route of ROUTES by name: a Reply
     # every failure raises HubError, whose exit_code is one of the codes above
 """
@@ -73,6 +74,8 @@ ROUTES = {
     "workers.show": ("GET", "/v1/workers/{id}"),
     "workers.heartbeat": ("POST", "/v1/workers/{id}/heartbeat"),
     "workers.deregister": ("DELETE", "/v1/workers/{id}"),
+    "session.show": ("GET", "/v1/session"),
+    "session.heartbeat": ("POST", "/v1/session/heartbeat"),
     "messages.send": ("POST", "/v1/messages"),
     "messages.read": ("GET", "/v1/messages"),
     "files.ls": ("GET", "/v1/files"),
@@ -197,6 +200,18 @@ class Client:
         """The worker registered with this Claude Code session, or None."""
         workers = self.call("workers.list", query={"session_id": session_id}).data["workers"]
         return dict(workers[0]) if workers else None
+
+    def session(self, session_id: str, heartbeat: bool = False) -> dict[str, Any] | None:
+        """{worker, tasks}: the session's worker and the tasks it holds with their lease tokens, or
+        None when the session is no worker. `heartbeat` also touches it and extends those leases."""
+        try:
+            if heartbeat:
+                return dict(self.call("session.heartbeat", body={"session_id": session_id}).data)
+            return dict(self.call("session.show", query={"session_id": session_id}).data)
+        except HubError as error:
+            if error.status == 404:
+                return None
+            raise
 
     def claim(self, worker_id: int, wait: float = 0, capabilities: list[str] | None = None
               ) -> dict[str, Any] | None:  # fmt: skip
@@ -375,6 +390,14 @@ def run_workers(client: Client, args: Args) -> int:
     if action == "list":
         workers = client.call("workers.list", query={"session_id": args.session}).data
         return say(args, workers, lines(workers["workers"], worker_line, "no workers"))
+    if action == "me":
+        if not session_of(args):
+            raise HubError("which session? Give --session ID (Claude Code sets CLAUDE_CODE_SESSION_ID)", EXIT_USAGE)
+        mine = client.session(session_of(args))
+        if mine is None:
+            raise HubError(f"session {session_of(args)} is not a registered worker", EXIT_NOT_FOUND)
+        held = "\n\n".join(map(task_text, mine["tasks"])) or "no task held"
+        return say(args, mine, worker_line(mine["worker"]) + "\n\n" + held)
     worker = client.call(f"workers.{action}", session_worker(client, args, required=True)).data
     done = f"worker {worker['id']} is {worker['status']}"
     return say(args, worker, done if action == "deregister" else worker_line(worker))
@@ -517,6 +540,8 @@ COMMANDS = {
     "workers register": ("register this session as a worker; --capabilities a,b (default: the role's)",
         "workers register --role backend", "--session --role! --capabilities"),
     "workers list": ("all workers, or the one of --session", "workers list", "--session"),
+    "workers me": ("this session's worker and the tasks it holds, with their lease tokens", "workers me",
+        "--session"),
     "workers show": ("one worker (default: this session's)", "workers show 3", "id?:int --session"),
     "workers heartbeat": ("record that the worker (default: this session's) is alive",
         "workers heartbeat", "id?:int --session"),

@@ -1,0 +1,324 @@
+"""The Claude Code hooks of the thin client, run as Claude Code runs them, against a real hub.
+
+Each hook gets its JSON event on stdin and runs with `python -S -E -s` (no site-packages, no
+PYTHON* variables), so an import beyond the standard library fails here. Assertions read the
+hub's state over REST. The end-to-end runs with the real CLI are in test_e2e_claude.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.hubproc import HubProcess, free_port, running_hub, write_config
+
+HOOKS = REPO / "template/.claude/hooks"
+AGENT, VIEWER = "agent-key-for-hook-tests", "viewer-key-for-hook-tests"
+RUN_TIMEOUT = 60.0  # seconds for one hook run; the longest wait below is a few seconds
+SESSIONS = itertools.count(1)
+
+
+@dataclass
+class Hooked:
+    code: int
+    answer: dict[str, Any] | None
+    err: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    directory = tmp_path_factory.mktemp("hub")
+    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    with running_hub(write_config(directory, keys=keys, queue={"lease_seconds": 60})) as running:
+        yield running
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "hook-state"
+
+
+def run_hook(
+    name: str,
+    event: dict[str, Any],
+    *,
+    url: str,
+    state_dir: Path,
+    key: str = AGENT,
+    args: tuple[str, ...] = (),
+    **env: str,
+) -> Hooked:
+    """Run one hook to completion; the key must never show in what it prints."""
+    environment = {"PATH": os.environ.get("PATH", ""), "VPS_API_URL": url, "VPS_API_KEY": key,
+                   "VPS_HOOK_STATE_DIR": str(state_dir), **env}  # fmt: skip
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-S", "-E", "-s", str(HOOKS / name), *args],
+        input=json.dumps(event), capture_output=True, text=True, env=environment, cwd=state_dir.parent,
+        timeout=RUN_TIMEOUT, check=False,
+    )  # fmt: skip
+    seconds = time.monotonic() - began
+    assert key not in done.stdout + done.stderr
+    answer = json.loads(done.stdout) if done.stdout.strip() else None
+    return Hooked(done.returncode, answer, done.stderr, seconds)
+
+
+def stop_event(session: str, active: bool = False) -> dict[str, Any]:
+    return {"session_id": session, "hook_event_name": "Stop", "stop_hook_active": active,
+            "transcript_path": "/nonexistent", "last_assistant_message": "Done."}  # fmt: skip
+
+
+def new_session() -> str:
+    return f"hook-session-{os.getpid()}-{next(SESSIONS)}"
+
+
+def new_worker(hub: HubProcess) -> tuple[str, int, str]:
+    """A registered session: (session id, worker id, role); the role is its own, so tasks made
+    for it by one test never reach another test's worker on the shared hub."""
+    session = new_session()
+    role = f"role-{session.rsplit('-', 1)[1]}"
+    with hub.client(AGENT) as rest:
+        answer = rest.post("/v1/workers", json={"session_id": session, "role": role})
+        assert answer.status_code == 201, answer.text
+        return session, int(answer.json()["id"]), role
+
+
+def create(hub: HubProcess, title: str, capability: str, **fields: Any) -> dict[str, Any]:
+    task = {"title": title, "instructions": f"## Objective\n{title}, exactly.", **fields,
+            "required_capabilities": [capability]}  # fmt: skip
+    with hub.client(AGENT) as rest:
+        answer = rest.post("/v1/tasks", json=task)
+        assert answer.status_code == 201, answer.text
+        return dict(answer.json())
+
+
+def task(hub: HubProcess, task_id: int) -> dict[str, Any]:
+    with hub.client(VIEWER) as rest:
+        return dict(rest.get(f"/v1/tasks/{task_id}").json())
+
+
+def worker(hub: HubProcess, worker_id: int) -> dict[str, Any]:
+    with hub.client(VIEWER) as rest:
+        return dict(rest.get(f"/v1/workers/{worker_id}").json())
+
+
+def claim(hub: HubProcess, worker_id: int) -> dict[str, Any]:
+    with hub.client(AGENT) as rest:
+        answer = rest.post("/v1/tasks/claim", json={"worker_id": worker_id})
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+
+def finish(hub: HubProcess, held: dict[str, Any]) -> None:
+    with hub.client(AGENT) as rest:
+        done = rest.post(f"/v1/tasks/{held['id']}/complete", json={"lease_token": held["lease_token"]})
+        assert done.status_code == 200, done.text
+
+
+# -- the Stop hook ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("session", ["", "never-registered"])
+def test_a_session_that_is_no_worker_may_stop(hub: HubProcess, state_dir: Path, session: str) -> None:
+    create(hub, "not for a coordinator", "nobody")
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir)
+    assert (ran.code, ran.answer) == (0, None), ran.err
+
+
+def test_a_worker_holding_a_task_is_sent_back_until_it_completes(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, role = new_worker(hub)
+    create(hub, "hold me", role)
+    held = claim(hub, worker_id)
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
+                   args=("--wait", "0"))  # fmt: skip
+    assert ran.answer is not None and ran.answer["decision"] == "block"
+    assert f"task {held['id']}" in ran.answer["reason"] and held["lease_token"] in ran.answer["reason"]
+    assert task(hub, held["id"])["state"] == "claimed"  # nothing changed on the hub
+
+    finish(hub, held)
+    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
+                   state_dir=state_dir, args=("--wait", "0"), VPS_WORKER_IDLE_MINUTES="0.0001")  # fmt: skip
+    assert ran.answer is not None and "decision" not in ran.answer, ran.answer
+    assert "stopped" in ran.answer["systemMessage"]
+    assert worker(hub, worker_id)["status"] == "stopped"
+
+
+def test_the_block_cap_lets_a_stuck_worker_stop_and_a_tool_call_resets_the_count(
+    hub: HubProcess, state_dir: Path
+) -> None:
+    session, worker_id, role = new_worker(hub)
+    create(hub, "never finished", role)
+    held = claim(hub, worker_id)
+    cap: dict[str, Any] = {"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "2"}
+    for _ in range(2):
+        ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
+                       state_dir=state_dir, **cap)  # fmt: skip
+        assert ran.answer is not None and ran.answer.get("decision") == "block"
+    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
+                   **cap)  # fmt: skip
+    assert ran.answer is not None and "decision" not in ran.answer
+    assert f"holds task {held['id']}" in ran.answer["systemMessage"]
+    assert task(hub, held["id"])["state"] == "claimed"  # its lease decides, as for any worker
+
+    tool_event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Bash"}
+    assert run_hook("heartbeat.py", tool_event, url=hub.url, state_dir=state_dir).code == 0
+    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
+                   **cap)  # fmt: skip
+    assert ran.answer is not None and ran.answer.get("decision") == "block"
+    finish(hub, held)
+
+
+def test_an_idle_worker_is_handed_a_ready_task_with_its_lease(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, role = new_worker(hub)
+    create(hub, "for another role", "nobody")  # never handed to this worker
+    made = create(hub, "style the page", role, priority=5)
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir)
+    assert ran.answer is not None and ran.answer["decision"] == "block", ran.err
+    shown = task(hub, made["id"])
+    assert (shown["state"], shown["worker_id"]) == ("claimed", worker_id)
+    reason = ran.answer["reason"]
+    assert f"task {made['id']}" in reason and "style the page, exactly." in reason
+    with hub.client(AGENT) as rest:
+        [held] = rest.get("/v1/session", params={"session_id": session}).json()["tasks"]
+    assert held["lease_token"] in reason
+    finish(hub, held)
+
+
+def test_an_idle_worker_waits_inside_the_hook_for_a_new_task(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, role = new_worker(hub)
+    made: list[dict[str, Any]] = []
+    later = threading.Timer(1.0, lambda: made.append(create(hub, "write the guide", role)))
+    later.start()
+    try:
+        ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
+                       args=("--wait", "20"))  # fmt: skip
+    finally:
+        later.join()
+    assert ran.answer is not None and ran.answer["decision"] == "block"
+    assert f"task {made[0]['id']}" in ran.answer["reason"]
+    assert 1.0 <= ran.seconds < 10.0  # woken by the task, not by the end of the wait
+    assert task(hub, made[0]["id"])["worker_id"] == worker_id
+
+
+def test_an_idle_worker_that_waited_its_round_is_told_to_end_its_turn_again(
+    hub: HubProcess, state_dir: Path
+) -> None:
+    session, worker_id, _ = new_worker(hub)
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
+                   args=("--wait", "1"))  # fmt: skip
+    assert ran.answer is not None and ran.answer["decision"] == "block"
+    assert "No task for you yet" in ran.answer["reason"]
+    assert 1.0 <= ran.seconds < 10.0
+    assert worker(hub, worker_id)["status"] == "idle"  # not stopped: its idle time is not up
+
+
+def test_an_idle_worker_past_its_idle_timeout_is_stopped(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, _ = new_worker(hub)
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
+                   VPS_WORKER_IDLE_MINUTES="0.02")  # 1.2 s  # fmt: skip
+    assert ran.answer is not None and "decision" not in ran.answer
+    assert f"worker {worker_id}" in ran.answer["systemMessage"]
+    assert 1.0 <= ran.seconds < 10.0
+    assert worker(hub, worker_id)["status"] == "stopped"
+    again = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir)
+    assert (again.code, again.answer) == (0, None)  # a stopped worker is no longer held
+
+
+def test_no_hub_or_a_wrong_key_lets_the_session_stop_and_says_why(hub: HubProcess, state_dir: Path) -> None:
+    session, _, _ = new_worker(hub)
+    down = f"http://127.0.0.1:{free_port()}"
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=down, state_dir=state_dir)
+    assert ran.code == 0 and ran.answer is not None and "decision" not in ran.answer
+    assert "cannot reach the hub" in ran.answer["systemMessage"]
+    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
+                   key="wrong-key-for-hooks")  # fmt: skip
+    assert ran.answer is not None and "decision" not in ran.answer
+    assert "401" in ran.answer["systemMessage"] and "VPS_API_KEY" in ran.answer["systemMessage"]
+    ran = run_hook("worker-stop-check.py", stop_event(session), url="", state_dir=state_dir)
+    assert ran.answer is not None and "VPS_API_URL is not set" in ran.answer["systemMessage"]
+
+
+def test_the_hub_going_away_during_the_wait_lets_the_worker_stop(tmp_path: Path, state_dir: Path) -> None:
+    config = write_config(tmp_path, keys=[("agent", "agent", AGENT)])
+    with running_hub(config) as own_hub:
+        session, _, _ = new_worker(own_hub)
+        stopper = threading.Timer(1.0, own_hub.stop)
+        stopper.start()
+        try:
+            ran = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url,
+                           state_dir=state_dir, args=("--wait", "30"))  # fmt: skip
+        finally:
+            stopper.join()
+    assert ran.answer is not None and "decision" not in ran.answer, ran.answer
+    assert ran.seconds < 20.0 and "vps hub" in ran.answer["systemMessage"]
+
+
+# -- SessionStart and PostToolUse --------------------------------------------------------------
+
+
+def test_session_start_reminds_a_worker_of_its_role_and_task(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, role = new_worker(hub)
+    start = {"session_id": session, "hook_event_name": "SessionStart", "source": "compact"}
+    ran = run_hook("session-start.py", start, url=hub.url, state_dir=state_dir)
+    assert ran.answer is not None
+    context = ran.answer["hookSpecificOutput"]["additionalContext"]
+    assert ran.answer["hookSpecificOutput"]["hookEventName"] == "SessionStart"
+    assert f"worker {worker_id}, role {role}" in context and "You hold no task" in context
+
+    create(hub, "test the parser", role)
+    held = claim(hub, worker_id)
+    again = run_hook("session-start.py", start, url=hub.url, state_dir=state_dir).answer
+    assert again is not None
+    context = again["hookSpecificOutput"]["additionalContext"]
+    assert f"You hold task {held['id']}" in context and held["lease_token"] in context
+    assert "test the parser, exactly." in context and "WORKER_CLAUDE.md" in context
+    finish(hub, held)
+
+
+@pytest.mark.parametrize("url", ["hub", "down"])
+def test_session_start_says_nothing_to_a_session_that_is_no_worker(
+    hub: HubProcess, state_dir: Path, url: str
+) -> None:
+    start = {"session_id": new_session(), "hook_event_name": "SessionStart", "source": "resume"}
+    target = hub.url if url == "hub" else f"http://127.0.0.1:{free_port()}"
+    ran = run_hook("session-start.py", start, url=target, state_dir=state_dir)
+    assert (ran.code, ran.answer) == (0, None)
+
+
+def test_the_heartbeat_extends_the_lease_at_most_once_per_interval(hub: HubProcess, state_dir: Path) -> None:
+    session, worker_id, role = new_worker(hub)
+    create(hub, "a long one", role)
+    held = claim(hub, worker_id)
+    event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Edit"}
+    time.sleep(0.05)
+    assert run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir).answer is None
+    extended = task(hub, held["id"])["lease_expires_at"]
+    assert extended > held["lease_expires_at"]
+    seen = worker(hub, worker_id)["last_seen"]
+
+    time.sleep(0.05)
+    run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir)  # within 30 s: not sent
+    assert task(hub, held["id"])["lease_expires_at"] == extended
+    assert worker(hub, worker_id)["last_seen"] == seen
+    run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, VPS_HEARTBEAT_SECONDS="0")
+    assert task(hub, held["id"])["lease_expires_at"] > extended
+    finish(hub, held)
+
+
+def test_the_heartbeat_ignores_a_hub_that_is_down(state_dir: Path) -> None:
+    event = {"session_id": new_session(), "hook_event_name": "PostToolUse", "tool_name": "Bash"}
+    ran = run_hook("heartbeat.py", event, url=f"http://127.0.0.1:{free_port()}", state_dir=state_dir)
+    assert (ran.code, ran.answer, ran.err) == (0, None, "")
