@@ -1,0 +1,364 @@
+"""End to end: the real Claude Code CLI in a rendered project, a real hub, a scripted model.
+
+`claude -p` runs in a project rendered with the hub's URL, its key saved as `scaffold new
+--save-key` does, in a throwaway HOME that trusts the project. The model behind it is
+tests/fakemodel.py on 127.0.0.1: policies that act as the playbooks tell a coordinator or a
+worker to, reading the tool results and hook messages Claude Code sends back. So the skills'
+text, the MCP tools, the permissions in settings.json and the hooks all run for real; the
+assertions read the hub's state and its workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.conftest import render
+from tests.fakemodel import Call, End, FakeModel, Policy, Step, Turn, found, search
+from tests.hubproc import HubProcess, free_port, open_db_readonly, running_hub, write_config
+from tests.test_api import serving
+from tests.test_mcp import claude_env, trusting_home
+
+pytestmark = pytest.mark.claude
+
+RUN_TIMEOUT = 240.0  # seconds for one `claude -p`; each takes a few seconds plus the idle wait
+REGISTER = r"(python3 \.claude/skills/vps-workspace/scripts/vps\.py workers register [^\n`]+)"
+TOKEN = r"lease_token ([A-Za-z0-9_-]+)"
+
+
+@dataclass
+class Finished:
+    code: int
+    events: list[dict[str, Any]]
+    stderr: str
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return next(event for event in self.events if event.get("type") == "result")
+
+    @property
+    def notices(self) -> list[str]:
+        """What hooks told the user (systemMessage), as Claude Code reports it."""
+        return [str(event.get("content", "")) for event in self.events
+                if event.get("type") == "system" and event.get("subtype") == "informational"]  # fmt: skip
+
+
+@dataclass
+class Team:
+    """A rendered project, its hub (started and stopped by the test) and a HOME for Claude Code."""
+
+    claude: Path
+    project: Path
+    key: str
+    home: Path
+    config: Path
+    port: int
+    hub: HubProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def workspace(self) -> Path:
+        return self.config.parent / "workspace"
+
+    def rest(self) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30)
+
+    def idle_minutes(self, minutes: float) -> None:
+        """How long an idle worker waits, in the git-ignored local settings (they win over the project's)."""
+        local = self.project / ".claude/settings.local.json"
+        settings = json.loads(local.read_text(encoding="utf-8"))
+        settings["env"]["VPS_WORKER_IDLE_MINUTES"] = str(minutes)
+        local.write_text(json.dumps(settings), encoding="utf-8")
+
+    def start(self, prompt: str, model: FakeModel, api: str, *args: str) -> subprocess.Popen[str]:
+        env = claude_env(self.home, self.url, self.key, ANTHROPIC_BASE_URL=api)
+        del env["VPS_API_URL"], env["VPS_API_KEY"]  # from the project's settings, as for a user
+        return subprocess.Popen(
+            [str(self.claude), "-p", prompt, "--output-format", "stream-json", "--verbose", *args],
+            cwd=self.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def run(self, prompt: str, policy: Policy, *args: str) -> tuple[Finished, FakeModel]:
+        model = FakeModel(policy)
+        with serving(model.app) as api:
+            return finish(self.start(prompt, model, api, *args)), model
+
+    def tasks(self) -> list[dict[str, Any]]:
+        with self.rest() as rest:
+            return list(rest.get("/v1/tasks").json()["tasks"])
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        with self.rest() as rest:
+            return dict(rest.get(f"/v1/tasks/{task_id}").json())
+
+    def workers(self) -> list[dict[str, Any]]:
+        with self.rest() as rest:
+            return list(rest.get("/v1/workers").json()["workers"])
+
+    def create(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self.rest() as rest:
+            made = rest.post("/v1/tasks", json={"tasks": tasks})
+            assert made.status_code == 201, made.text
+            return list(made.json()["tasks"])
+
+    def claims(self) -> list[tuple[int, int]]:
+        """(task id, worker id) of every claim the hub recorded, from its event log (hub stopped)."""
+        with contextlib.closing(open_db_readonly(self.config.parent / "hub-data")) as db:
+            rows = db.execute("SELECT task_id, worker_id FROM events WHERE type = 'task.claimed' ORDER BY id")
+            return [(row["task_id"], row["worker_id"]) for row in rows]
+
+
+def finish(process: subprocess.Popen[str]) -> Finished:
+    try:
+        out, err = process.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(
+            f"claude -p did not finish within {RUN_TIMEOUT} s:\n{out[-3000:]}\n{err[-2000:]}"
+        ) from None
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return Finished(process.returncode, events, err)
+
+
+@pytest.fixture
+def team(tmp_path: Path, claude_bin: Path) -> Iterator[Team]:
+    port = free_port()
+    project = render(tmp_path / "project", save_key=True, hub_url=f"http://127.0.0.1:{port}")
+    assert project.key is not None
+    home = trusting_home(tmp_path, project.dest)
+    hub_dir = tmp_path / "hub"
+    hub_dir.mkdir()
+    config = write_config(hub_dir, keys=[("team", "agent", project.key)])
+    made = Team(claude_bin, project.dest, project.key, home, config, port)
+    with running_hub(config, port=port) as hub:
+        made.hub = hub
+        yield made
+
+
+def file_task(title: str, path: str, content: str, **fields: Any) -> dict[str, Any]:
+    """A task whose instructions name one file to write; the worker model reads them."""
+    instructions = f"## Objective\n{title}\n\n## Steps\nfile: {path}\ncontent: {content}\n"
+    return {"title": title, "instructions": instructions, "required_capabilities": ["backend"], **fields}
+
+
+# -- the models ---------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerModel:
+    """Plays a worker as the /worker skill and WORKER_CLAUDE.md say: register with the command the
+    skill shows, claim through MCP, write the file the task names, complete, end the turn; take
+    the next task from the Stop hook's message. With `stop_holding`, it first tries to stop while
+    it holds its first task."""
+
+    stop_holding: bool = False
+    worker_id: int = 0
+    task: dict[str, Any] = field(default_factory=dict)
+    done: list[int] = field(default_factory=list)
+    handed: list[int] = field(default_factory=list)  # tasks that came in a Stop hook's reason
+    sent_back: int = 0
+
+    def __call__(self, turn: Turn) -> Step:
+        if turn.result is None:
+            return self.read(turn.text)
+        name, text, is_error = turn.result
+        assert not is_error, f"{name} failed: {text[:500]}"
+        if name == "Bash":
+            self.worker_id = int(found(r"registered worker (\d+)", text))
+            return search("claim_task", "write_file", "complete_task")
+        if name == "ToolSearch":
+            return Call("mcp__vps__claim_task", {"worker_id": self.worker_id, "wait": 2})
+        if name == "mcp__vps__claim_task":
+            claimed = json.loads(text)
+            if "lease_token" not in claimed:
+                return End("No task came; ending the turn.")
+            self.task = {"id": claimed["id"], "lease_token": claimed["lease_token"],
+                         "instructions": claimed["instructions"]}  # fmt: skip
+            if self.stop_holding and not self.sent_back:
+                return End("I will stop here.")
+            return self.write()
+        if name == "mcp__vps__write_file":
+            task_id, token = self.task["id"], self.task["lease_token"]
+            return Call("mcp__vps__complete_task", {"task_id": task_id, "lease_token": token, "result": "ok"})
+        if name == "mcp__vps__complete_task":
+            self.done.append(self.task["id"])
+            return End(f"Task {self.task['id']} is done.")
+        raise AssertionError(f"unexpected tool result from {name}")
+
+    def read(self, text: str) -> Step:
+        if "workers register --session" in text:
+            return Call("Bash", {"command": found(REGISTER, text), "description": "Register as a worker"})
+        if "The hub gave you task" in text:
+            task_id = int(found(r"The hub gave you task (\d+)", text))
+            self.handed.append(task_id)
+            self.task = {"id": task_id, "lease_token": found(TOKEN, text), "instructions": text}
+            return self.write()
+        if "You still hold task" in text:
+            self.sent_back += 1
+            assert int(found(r"You still hold task (\d+)", text)) == self.task["id"]
+            return self.write()
+        return End("Waiting for work.")
+
+    def write(self) -> Call:
+        instructions = self.task["instructions"]
+        path, content = found(r"file: (\S+)", instructions), found(r"content: (.+)", instructions)
+        return Call("mcp__vps__write_file",
+                    {"path": path, "content": content + "\n", "worker_id": self.worker_id})  # fmt: skip
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def test_a_coordinator_creates_tasks_with_a_dependency_and_is_never_held(team: Team) -> None:
+    batch = {"tasks": [
+        {"ref": "schema", "title": "Design the schema", "instructions": "## Objective\nschema",
+         "required_capabilities": ["backend"], "priority": 2},
+        {"ref": "api", "title": "Build the API", "instructions": "## Objective\napi",
+         "depends_on": ["schema"], "required_capabilities": ["backend"]},
+        {"ref": "ui", "title": "Draw the page", "instructions": "## Objective\nui",
+         "required_capabilities": ["frontend"]},
+    ]}  # fmt: skip
+    script = iter([search("create_tasks"), Call("mcp__vps__create_tasks", batch)])
+
+    def coordinator(turn: Turn) -> Step:
+        if turn.result is not None and turn.result[0] == "mcp__vps__create_tasks":
+            assert not turn.result[2], turn.result[1]
+            return End("Three tasks are queued.")
+        return next(script)
+
+    finished, model = team.run("/coordinator", coordinator)
+    assert finished.code == 0, finished.stderr
+    assert finished.result["permission_denials"] == []
+    assert not any("Stop hook" in json.dumps(request["messages"][-1]) for request in model.requests)
+    tasks = {task["title"]: task for task in team.tasks()}
+    assert sorted(tasks) == ["Build the API", "Design the schema", "Draw the page"]
+    assert tasks["Build the API"]["depends_on"] == [tasks["Design the schema"]["id"]]
+    assert [tasks[title]["state"] for title in ("Design the schema", "Build the API", "Draw the page")] == [
+        "ready", "blocked", "ready"]  # fmt: skip
+    assert team.workers() == []  # the coordinator never registered
+
+
+def test_a_worker_claims_writes_completes_and_the_stop_hook_hands_it_the_next_task(team: Team) -> None:
+    team.idle_minutes(0.05)  # 3 s without a task, then it may stop
+    first, second = team.create([file_task("First", "notes/first.txt", "one"),
+                                 file_task("Second", "notes/second.txt", "two")])  # fmt: skip
+    worker = WorkerModel()
+    finished, model = team.run("/worker backend", worker)
+    assert finished.code == 0, finished.stderr
+    assert model.errors == []
+    assert finished.result["permission_denials"] == []
+    [registered] = team.workers()
+    assert registered["role"] == "backend"
+    assert registered["status"] == "stopped", "\n".join(map(str, [*model.steps, *finished.notices]))
+    for task in (first, second):
+        shown = team.task(task["id"])
+        assert (shown["state"], shown["worker_id"]) == ("done", registered["id"])
+        assert shown["commit"] is not None  # the hub committed the task's work
+    assert (team.workspace / "notes/first.txt").read_text() == "one\n"
+    assert (team.workspace / "notes/second.txt").read_text() == "two\n"
+    assert worker.handed == [second["id"]]  # the second came through the Stop hook, not a claim
+    assert any("is stopped" in notice for notice in finished.notices), finished.notices
+
+
+def test_a_worker_holding_a_task_is_sent_back_and_stops_once_it_completed(team: Team) -> None:
+    team.idle_minutes(0.05)
+    [made] = team.create([file_task("Only", "only.txt", "held")])
+    worker = WorkerModel(stop_holding=True)
+    finished, model = team.run("/worker backend", worker)
+    assert finished.code == 0, finished.stderr
+    assert model.errors == []
+    assert worker.sent_back == 1
+    shown = team.task(made["id"])
+    assert shown["state"] == "done" and shown["attempts"] == 0
+    assert (team.workspace / "only.txt").read_text() == "held\n"
+    assert [w["status"] for w in team.workers()] == ["stopped"]
+
+
+def test_the_hub_down_lets_a_worker_stop(team: Team) -> None:
+    session = str(uuid.uuid4())
+    with team.rest() as rest:
+        assert rest.post("/v1/workers", json={"session_id": session, "role": "backend"}).status_code == 201
+    team.create([file_task("Waiting", "never.txt", "x")])
+    assert team.hub is not None
+    team.hub.stop()
+    began = time.monotonic()
+    finished, _ = team.run("Carry on.", lambda turn: End("Nothing to do."), "--session-id", session)
+    assert finished.code == 0, finished.stderr
+    assert time.monotonic() - began < 60  # not held waiting for a hub that is gone
+    assert any("cannot reach the hub" in notice for notice in finished.notices), finished.notices
+    with running_hub(team.config, port=team.port) as hub:
+        team.hub = hub
+        [task] = team.tasks()
+        assert task["state"] == "ready"  # nothing was claimed
+        assert [w["status"] for w in team.workers()] == ["idle"]
+
+
+def test_two_workers_at_once_never_get_the_same_task(team: Team) -> None:
+    team.idle_minutes(0.25)  # 15 s: both wait in their Stop hooks until the tasks come
+    models = [FakeModel(WorkerModel()), FakeModel(WorkerModel())]
+    with serving(models[0].app) as first_api, serving(models[1].app) as second_api:
+        running = [team.start("/worker backend", models[0], first_api),
+                   team.start("/worker backend", models[1], second_api)]  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(team.workers()) < 2:
+            assert time.monotonic() < deadline, "the two workers did not register"
+            assert all(process.poll() is None for process in running), "a session ended early"
+            time.sleep(0.2)
+        made = team.create([file_task(f"Part {n}", f"parts/{n}.txt", f"part {n}") for n in range(6)])
+        results = [finish(process) for process in running]
+    assert [result.code for result in results] == [0, 0], [result.stderr for result in results]
+    assert all(model.errors == [] for model in models)
+    workers = {worker["id"]: worker for worker in team.workers()}
+    tasks = [team.task(task["id"]) for task in made]
+    assert all(task["state"] == "done" and task["attempts"] == 0 for task in tasks)
+    workers_by_task = {task["id"]: task["worker_id"] for task in tasks}
+    assert set(workers_by_task.values()) == set(workers)  # both worked
+    assert team.hub is not None
+    team.hub.stop()  # its event log, read from disk
+    claims = team.claims()
+    assert sorted(task_id for task_id, _ in claims) == sorted(task["id"] for task in made)  # each once
+    assert all(workers_by_task[task_id] == worker_id for task_id, worker_id in claims)
+    for n in range(6):
+        assert (team.workspace / f"parts/{n}.txt").read_text() == f"part {n}\n"
+    done = [task_id for model in models for task_id in model.policy.done]  # type: ignore[attr-defined]
+    assert sorted(done) == sorted(task["id"] for task in made)
+
+
+def test_session_start_after_resume_gives_a_worker_back_its_task(team: Team) -> None:
+    team.idle_minutes(0.05)
+    session = str(uuid.uuid4())
+    first, _ = team.run("Hello.", lambda turn: End("Hello."), "--session-id", session)
+    assert first.code == 0, first.stderr
+    [made] = team.create([file_task("Resumed", "resumed.txt", "again")])
+    with team.rest() as rest:
+        worker_id = rest.post("/v1/workers", json={"session_id": session, "role": "backend"}).json()["id"]
+        held = rest.post("/v1/tasks/claim", json={"worker_id": worker_id}).json()
+    worker = WorkerModel(worker_id=worker_id)
+
+    def resumed(turn: Turn) -> Step:
+        if turn.result is None and not worker.task:
+            text = turn.text
+            assert f"You hold task {held['id']}" in text and held["lease_token"] in text, text[-2000:]
+            worker.task = {"id": held["id"], "lease_token": found(TOKEN, text), "instructions": text}
+            return worker.write()
+        return worker(turn)
+
+    finished, model = team.run("Carry on.", resumed, "--resume", session)
+    assert finished.code == 0, finished.stderr
+    assert model.errors == []
+    assert team.task(made["id"])["state"] == "done"
+    assert (team.workspace / "resumed.txt").read_text() == "again\n"
