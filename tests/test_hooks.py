@@ -7,6 +7,7 @@ hub's state over REST. The end-to-end runs with the real CLI are in test_e2e_cla
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -322,3 +323,17 @@ def test_the_heartbeat_ignores_a_hub_that_is_down(state_dir: Path) -> None:
     event = {"session_id": new_session(), "hook_event_name": "PostToolUse", "tool_name": "Bash"}
     ran = run_hook("heartbeat.py", event, url=f"http://127.0.0.1:{free_port()}", state_dir=state_dir)
     assert (ran.code, ran.answer, ran.err) == (0, None, "")
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in HOOKS.glob("*.py")))
+def test_each_hook_imports_only_the_standard_library_and_the_client(name: str) -> None:
+    tree = ast.parse((HOOKS / name).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported, "no imports found: the check would prove nothing"
+    allowed = sys.stdlib_module_names | {"hooklib", "vps"}
+    assert imported <= allowed, sorted(imported - allowed)

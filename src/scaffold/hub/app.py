@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scaffold import __version__
+from scaffold.hub import dashboard
 from scaffold.hub.api import ENDPOINTS
 from scaffold.hub.auth import Authenticator
 from scaffold.hub.events import EventBus
@@ -138,7 +139,7 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
                 await reaper
 
     app = Starlette(
-        routes=[*(route(hub, endpoint) for endpoint in ENDPOINTS), Route("/mcp", mcp)],
+        routes=[*(route(hub, endpoint) for endpoint in ENDPOINTS), Route("/mcp", mcp), *dashboard.ROUTES],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

@@ -1,0 +1,107 @@
+"""The dashboard at the hub's root: served safely, and its script works against a real hub.
+
+The script runs in node (tests/js/dashboard_shim.mjs gives it the few DOM calls it makes), so
+its requests, the key handling and the event-stream parsing are exercised for real.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scaffold.hub.api import ENDPOINTS
+from tests.conftest import REPO
+from tests.hubproc import HubProcess, running_hub, write_config
+
+DASHBOARD = REPO / "src/scaffold/hub/dashboard"
+SHIM = REPO / "tests/js/dashboard_shim.mjs"
+AGENT, VIEWER = "agent-key-for-the-dashboard", "viewer-key-for-the-dashboard"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    directory = tmp_path_factory.mktemp("hub")
+    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    with running_hub(write_config(directory, keys=keys)) as running:
+        yield running
+
+
+def test_the_page_and_its_files_are_served_with_a_strict_policy(hub: HubProcess) -> None:
+    with hub.client() as http:  # no key: the files hold no data
+        page = http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy and page.headers["x-content-type-options"] == "nosniff"
+        for link in re.findall(r'(?:src|href)="(/dashboard/[^"]+)"', page.text):
+            asset = http.get(link)
+            assert asset.status_code == 200 and asset.content
+        assert http.get("/dashboard/index.html").status_code == 404
+        assert http.get("/dashboard/..%2F__init__.py").status_code == 404
+        assert http.get("/v1/status").status_code == 401  # the data still needs a key
+
+
+def test_the_script_uses_only_get_routes_a_viewer_may_read_and_never_parses_html() -> None:
+    script = (DASHBOARD / "dashboard.js").read_text(encoding="utf-8")
+    readable = {
+        endpoint.path for endpoint in ENDPOINTS if endpoint.method == "GET" and endpoint.role == "viewer"
+    }
+    used = set(re.findall(r'"(/v1/[a-z/]+)', script))
+    assert used and used <= readable, used - readable
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(", script)
+    assert "localStorage" not in script  # the key lives only as long as the tab
+
+
+def watch(hub: HubProcess, key: str, tmp_path: Path) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node is not None, "node is needed to run the dashboard's script"
+    done = subprocess.run([node, str(SHIM), hub.url, key, str(DASHBOARD / "dashboard.js")],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert key not in done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_the_dashboard_shows_progress_workers_tasks_and_live_events(hub: HubProcess, tmp_path: Path) -> None:
+    with hub.client(AGENT) as rest:
+        rest.put("/v1/plan", json={"goal": "Ship the login page\nwith tests", "plan": "1. form"})
+        worker = rest.post("/v1/workers", json={"session_id": "dash-1", "role": "frontend"}).json()
+        for title, tag in (("<img src=x onerror=alert(1)> form", "frontend"), ("Write the tests", "nobody")):
+            made = rest.post(
+                "/v1/tasks", json={"title": title, "instructions": "x", "required_capabilities": [tag]}
+            )
+            assert made.status_code == 201, made.text
+        assert rest.post("/v1/tasks/claim", json={"worker_id": worker["id"]}).status_code == 200
+
+    def later() -> None:
+        with hub.client(AGENT) as rest:
+            rest.post("/v1/tasks", json={"title": "Created while watching", "instructions": "x"})
+
+    timer = threading.Timer(1.5, later)
+    timer.start()
+    try:
+        shown = watch(hub, VIEWER, tmp_path)
+    finally:
+        timer.join()
+    assert shown["problem"] == "" and shown["board"] is True and shown["keptKey"] is True
+    assert shown["goal"] == "Goal: Ship the login page"
+    [row] = [row for row in shown["workers"] if row[0] == str(worker["id"])]
+    assert row[1:4] == ["frontend", "active", "1"]
+    titles = {row[5]: row[1] for row in shown["tasks"]}
+    assert titles["<img src=x onerror=alert(1)> form"] == "claimed"  # text, as written
+    assert titles["Write the tests"] == "ready"
+    assert any("task.created" in line for line in shown["events"]), shown["events"]
+
+
+def test_a_wrong_key_shows_the_refusal_and_no_board(hub: HubProcess, tmp_path: Path) -> None:
+    shown = watch(hub, "not-a-key-of-this-hub", tmp_path)
+    assert shown["board"] is False
+    assert shown["problem"].startswith("The hub refused:") and "key" in shown["problem"]
