@@ -173,6 +173,14 @@ def test_the_block_cap_lets_a_stuck_worker_stop_and_a_tool_call_resets_the_count
     assert ran.answer is not None and "decision" not in ran.answer
     assert f"holds task {held['id']}" in ran.answer["systemMessage"]
     assert task(hub, held["id"])["state"] == "claimed"  # its lease decides, as for any worker
+    fresh = run_hook("worker-stop-check.py", stop_event(session, active=False), url=hub.url,
+                     state_dir=state_dir, **cap)  # fmt: skip
+    assert fresh.answer is not None and fresh.answer.get("decision") == "block"  # a new prompt: count anew
+    run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
+             **cap)  # fmt: skip
+    capped = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
+                      state_dir=state_dir, **cap)  # fmt: skip
+    assert capped.answer is not None and "decision" not in capped.answer
 
     tool_event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Bash"}
     assert run_hook("heartbeat.py", tool_event, url=hub.url, state_dir=state_dir).code == 0

@@ -9,9 +9,11 @@
 - the hub unreachable or the key refused: stop, with a systemMessage saying why.
 
 Claude Code overrides a Stop hook after CLAUDE_CODE_STOP_HOOK_BLOCK_CAP (8) blocks in a row with
-no tool call between them (the PostToolUse hook resets the count here), so the 9th would be
-ignored: this hook lets the session stop instead and says why. `stop_hook_active` is true
-after any earlier block in the same run, work done or not, so the count is what matters here.
+no tool call between them, so the 9th would be ignored: this hook counts its blocks and lets the
+session stop instead, saying why. The count starts again, as Claude Code's does, when a tool
+runs (the PostToolUse hook resets it) and with each new prompt (`stop_hook_active` false: no
+block yet in this run). `stop_hook_active` alone cannot say more: it stays true after the first
+block however much work follows.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main() -> None:
     if mine is None or mine["worker"]["status"] == "stopped":
         answer()
     worker, state = mine["worker"], State(session)
+    if not event.get("stop_hook_active"):
+        state.data["blocks"] = 0  # a new prompt: Claude Code's count starts again too
     cap = int(os.environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP") or 8)
     name = f"vps worker {worker['id']} ({worker['role']})"
     if mine["tasks"]:
