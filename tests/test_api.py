@@ -527,6 +527,7 @@ def test_session_route_gives_the_hooks_the_worker_and_its_leases(client: TestCli
 
     idle = client.get("/v1/session", params={"session_id": "session-hooks"}, headers=bearer(keys.agent))
     assert idle.json()["worker"]["id"] == worker and idle.json()["tasks"] == []
+    assert idle.json()["idle_timeout_seconds"] == 600  # [queue] idle_timeout_minutes, 10 by default
 
     create(client, keys.agent)
     held = claim(client, keys.agent, worker)

@@ -112,7 +112,7 @@ def task(hub: HubProcess, task_id: int) -> dict[str, Any]:
 
 
 def worker(hub: HubProcess, worker_id: int) -> dict[str, Any]:
-    with hub.client(VIEWER) as rest:
+    with hub.client(AGENT) as rest:
         return dict(rest.get(f"/v1/workers/{worker_id}").json())
 
 
@@ -244,6 +244,20 @@ def test_an_idle_worker_past_its_idle_timeout_is_stopped(hub: HubProcess, state_
     assert worker(hub, worker_id)["status"] == "stopped"
     again = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir)
     assert (again.code, again.answer) == (0, None)  # a stopped worker is no longer held
+
+
+def test_the_idle_timeout_is_the_hubs_unless_the_session_overrides_it(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(tmp_path, keys=[("agent", "agent", AGENT)], queue={"idle_timeout_minutes": 0.02})
+    with running_hub(config) as own_hub:
+        session, worker_id, _ = new_worker(own_hub)
+        longer = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url, state_dir=state_dir,
+                          args=("--wait", "2"), VPS_WORKER_IDLE_MINUTES="10")  # fmt: skip
+        assert longer.answer is not None and longer.answer["decision"] == "block"  # 10 min: not yet
+        ran = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url, state_dir=state_dir)
+        assert ran.answer is not None and "decision" not in ran.answer, ran.answer  # 1.2 s: the hub's
+        assert worker(own_hub, worker_id)["status"] == "stopped"
 
 
 def test_no_hub_or_a_wrong_key_lets_the_session_stop_and_says_why(hub: HubProcess, state_dir: Path) -> None:

@@ -94,7 +94,13 @@ def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) 
     settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
     jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
     assert settings["env"]["VPS_API_URL"] == rendered.answers["hub_url"]
-    assert settings["env"]["VPS_WORKER_IDLE_MINUTES"] == str(rendered.answers["idle_timeout_minutes"])
+    idle = int(rendered.answers["idle_timeout_minutes"]) * 60
+    assert f"idle_timeout_minutes = {rendered.answers['idle_timeout_minutes']}\n" in (
+        rendered.dest / "vps/hub.toml").read_text()  # fmt: skip
+    [stop] = settings["hooks"]["Stop"][0]["hooks"]
+    wait = int(stop["command"].rsplit("--wait ", 1)[1])
+    assert wait >= 540 and stop["timeout"] == wait + 60
+    assert 6 * wait >= idle  # the whole idle time fits in fewer rounds than Claude Code's 8 blocks
     assert "VPS_API_KEY" not in settings["env"]
     assert "vps" in settings["enabledMcpjsonServers"]
 

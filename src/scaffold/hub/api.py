@@ -185,7 +185,9 @@ def session_view(call: Call, heartbeat: bool) -> Response:
     session = call.query["session_id"] if not heartbeat else call.body["session_id"]
     hub = call.hub
     worker, held = session_tasks(hub.store, hub.workers, hub.queue, session, heartbeat)
-    return ok({"worker": hub.workers.view(worker), "tasks": [claimed(task) for task in held]})
+    idle = hub.settings.idle_timeout_minutes * 60
+    return ok({"worker": hub.workers.view(worker), "tasks": [claimed(task) for task in held],
+               "idle_timeout_seconds": idle})  # fmt: skip
 
 
 async def get_session(call: Call) -> Response:

@@ -174,7 +174,13 @@ TASKS_PAGE = obj(["tasks", "next_cursor"], tasks={"type": "array", "items": TASK
                  next_cursor={"type": ["string", "null"]})  # fmt: skip
 BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
 WORKER = ref("Worker")
-SESSION = obj(["worker", "tasks"], worker=WORKER, tasks={"type": "array", "items": TASK})
+SESSION = obj(
+    ["worker", "tasks", "idle_timeout_seconds"],
+    worker=WORKER,
+    tasks={"type": "array", "items": TASK},
+    idle_timeout_seconds=described({"type": "number"}, "[queue] idle_timeout_minutes in seconds: "
+                                   "after this long without a task the Stop hook lets a worker go"),
+)  # fmt: skip
 MESSAGES_PAGE = obj(["messages", "next_cursor"],
                     messages={"type": "array", "items": ref("Message")},
                     next_cursor={"type": "string"})  # fmt: skip

@@ -4,8 +4,9 @@
 - a session that is no worker (the coordinator, an ad-hoc session) or a stopped one: stop;
 - a worker that holds a task: sent back to finish it (complete_task, fail_task or release_task);
 - an idle worker: this hook long-polls the hub for a task (up to --wait seconds: the model is not
-  called meanwhile) and hands it the task's instructions and lease token; idle for
-  VPS_WORKER_IDLE_MINUTES, the worker is deregistered (the hub marks it stopped) and may stop;
+  called meanwhile) and hands it the task's instructions and lease token; idle for the hub's
+  idle timeout (or VPS_WORKER_IDLE_MINUTES), the worker is deregistered (the hub marks it
+  stopped) and may stop;
 - the hub unreachable or the key refused: stop, with a systemMessage saying why.
 
 Claude Code overrides a Stop hook after CLAUDE_CODE_STOP_HOOK_BLOCK_CAP (8) blocks in a row with
@@ -25,7 +26,7 @@ from typing import Any, NoReturn
 
 from hooklib import HubError, State, answer, client, hub_trouble, read_event, session_id, setting, task_text
 
-DEFAULT_IDLE_MINUTES = 10.0
+DEFAULT_IDLE_SECONDS = 600.0
 MAX_REASON = 9000  # Claude Code cuts hook output past 10,000 characters
 
 
@@ -43,12 +44,14 @@ def handed(task: dict[str, Any]) -> str:
             f"{task['lease_token']}.\n\n{text}")  # fmt: skip
 
 
-def idle_minutes() -> float:
+def idle_seconds(hub_value: float) -> float:
+    """The hub's idle timeout ([queue] idle_timeout_minutes), unless VPS_WORKER_IDLE_MINUTES (in the
+    environment or .claude/settings.local.json) overrides it for this session."""
     try:
-        minutes = float(setting("VPS_WORKER_IDLE_MINUTES") or DEFAULT_IDLE_MINUTES)
+        minutes = float(setting("VPS_WORKER_IDLE_MINUTES") or 0)
     except ValueError:
-        minutes = DEFAULT_IDLE_MINUTES
-    return minutes if minutes > 0 else DEFAULT_IDLE_MINUTES
+        minutes = 0
+    return minutes * 60 if minutes > 0 else hub_value
 
 
 def main() -> None:
@@ -81,7 +84,7 @@ def main() -> None:
                      "Do not stop while you hold it: finish the work and complete_task with a result, or "
                      "fail_task with why it cannot be done as written, or release_task to give it back.")  # fmt: skip
 
-    limit = idle_minutes() * 60
+    limit = idle_seconds(float(mine.get("idle_timeout_seconds") or DEFAULT_IDLE_SECONDS))
     began = time.monotonic()
     deadline = began + max(0.0, min(options.wait, limit - worker["idle_seconds"]))
     try:
