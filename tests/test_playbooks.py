@@ -189,7 +189,8 @@ def test_every_scaffold_command_named_parses(project: Path) -> None:
         words = [
             "x" if word in ("NAME", "REF") else word for word in shlex.split(span.replace("...", "x"))[1:]
         ]
-        if not (parses(parser, words) or parses(parser, [*words, "x"])):  # `scaffold new`: its name only
+        completions: tuple[list[str], ...] = ([], ["x"], ["--local"])  # a bare name: `scaffold deploy`
+        if not any(parses(parser, [*words, *rest]) for rest in completions):
             pytest.fail(f"{where}: `{span}` is not a scaffold command")
 
 
@@ -257,7 +258,7 @@ def test_the_hooks_named_in_settings_exist(project: Path) -> None:
         ("test_every_route_named_is_served", "`POST /v1/tasks/{id}/finish`"),
         ("test_every_file_named_is_in_the_rendered_project", "`docs/quickstart.md`"),
         ("test_every_vps_command_named_parses", "`vps.py tasks take 7`"),
-        ("test_every_scaffold_command_named_parses", "`scaffold deploy --host user@host`"),
+        ("test_every_scaffold_command_named_parses", "`scaffold publish --host user@host`"),
         ("test_every_setting_and_field_named_exists", "`lease_minutes`"),
         ("test_every_environment_variable_named_is_used", "`VPS_WORKER_COUNT`"),
         ("test_every_skill_and_hook_named_exists", "`/reviewer`"),

@@ -82,8 +82,47 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--defaults", action="store_true", help="answer new questions with their defaults")
     update.add_argument("--quiet", "-q", action="store_true", help="do not list the changed files")
     update.set_defaults(run=_run_update)
+    _add_deploy_command(commands)
     _add_hub_commands(commands)
     return parser
+
+
+def _add_deploy_command(commands: Any) -> None:
+    deploy = commands.add_parser(
+        "deploy",
+        help="install the project's hub on a server over SSH (or here) and check it",
+        description="Build the bundle (vps/ and a wheel of this package), copy it over SSH, run its "
+        "bootstrap.sh, wait for /healthz at the hub URL and check a request with the project's key. "
+        "Run it again to update the server: the bootstrap changes only what differs.",
+        epilog="example: scaffold deploy --host root@203.0.113.10 --identity ~/.ssh/id_ed25519",
+    )
+    deploy.add_argument("dir", nargs="?", type=Path, default=Path(), help="project directory (default: .)")
+    where = deploy.add_mutually_exclusive_group(required=True)
+    where.add_argument("--host", metavar="USER@HOST", help="the server, as for ssh")
+    where.add_argument("--local", action="store_true", help="install on this machine instead")
+    deploy.add_argument("--identity", "-i", type=Path, metavar="FILE", help="SSH private key to log in with")
+    deploy.add_argument("--port", "-p", type=int, metavar="N", help="SSH port (default 22)")
+    deploy.add_argument("--ssh-option", "-o", action="append", default=[], metavar="OPTION",
+                        help="an ssh -o option, e.g. ProxyJump=bastion (repeatable)")  # fmt: skip
+    deploy.add_argument("--prefix", metavar="DIR",
+                        help="install under DIR, the hub run without systemd (no root needed)")  # fmt: skip
+    deploy.add_argument("--wheel", type=Path, metavar="FILE",
+                        help="ship this vps_agent_scaffold wheel (default: build one)")  # fmt: skip
+    deploy.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long to wait for /healthz (default 60)")  # fmt: skip
+    deploy.set_defaults(run=_run_deploy)
+
+
+def _run_deploy(args: argparse.Namespace) -> int:
+    from scaffold.deploy import Target, deploy
+
+    if args.local and (args.identity or args.port or args.ssh_option):
+        raise ScaffoldError("--identity, --port and --ssh-option are for --host; --local runs here")
+    if args.wheel is not None and not args.wheel.is_file():
+        raise ScaffoldError(f"--wheel {args.wheel}: no such file")
+    target = Target(None if args.local else args.host, args.identity, args.port, tuple(args.ssh_option))
+    deploy(args.dir.resolve(), target, prefix=args.prefix, wheel=args.wheel, health_timeout=args.timeout)
+    return 0
 
 
 def _add_hub_commands(commands: Any) -> None:

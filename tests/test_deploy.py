@@ -1,0 +1,366 @@
+"""The VPS bundle and `scaffold deploy`, with the real tools: shellcheck, systemd-analyze, caddy,
+bash running the rendered bootstrap.sh into a temporary prefix, and an OpenSSH server started on
+127.0.0.1 for `scaffold deploy --host` with a throwaway key pair.
+
+Installs use `--prefix DIR --no-systemd` (no root paths, no service manager here); each hub
+they start is stopped through its pid file when the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from scaffold.deploy import DeployError, build_wheel, wait_healthy
+from tests.conftest import ANSWER_SETS, REPO, render
+from tests.hubproc import free_port
+
+RUN_TIMEOUT = 600.0  # seconds for one bootstrap or deploy: a first install downloads the hub's deps
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    assert found, f"{name} is not installed: .ci/run installs it (Debian package)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheel of this checkout for the module, as `scaffold deploy` builds it."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@dataclass
+class Installed:
+    prefix: Path
+
+    def stop(self) -> None:
+        pidfile = self.prefix / "hub.pid"
+        if not pidfile.exists():
+            return
+        pid = int(pidfile.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)  # ProcessLookupError once it is gone
+                time.sleep(0.1)
+
+
+@pytest.fixture
+def installs() -> Iterator[list[Installed]]:
+    """Prefixes a test installs into; their hubs are stopped afterwards."""
+    made: list[Installed] = []
+    yield made
+    for installed in made:
+        installed.stop()
+
+
+def project_at(tmp_path: Path, port: int, **answers: str) -> tuple[Path, str]:
+    made = render(tmp_path / "project", save_key=True, hub_url=f"http://127.0.0.1:{port}", **answers)
+    assert made.key is not None
+    return made.dest, made.key
+
+
+def bootstrap(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(bundle / "bootstrap.sh"), *args], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+
+
+# -- the files of the bundle ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answers", sorted(ANSWER_SETS))
+def test_every_shell_file_passes_shellcheck(tmp_path: Path, answers: str) -> None:
+    project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
+    scripts = [project / "vps/bootstrap.sh", REPO / ".ci/run", *sorted(REPO.glob("tools/*.sh"))]
+    done = subprocess.run([tool("shellcheck"), "--severity=style", *map(str, scripts)], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shellcheck_would_catch_a_mistake(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/usr/bin/env bash\nrm -rf $1/*\n", encoding="utf-8")
+    assert subprocess.run([tool("shellcheck"), str(bad)], capture_output=True, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("answers", ["remote-tls", "remote-plain"])
+def test_the_systemd_unit_verifies(tmp_path: Path, answers: str) -> None:
+    project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
+    slug = next(line.split(": ")[1] for line in (project / ".copier-answers.yml").read_text().splitlines()
+                if line.startswith("project_slug:"))  # fmt: skip
+    unit = (project / "vps/hub.service").read_text(encoding="utf-8")
+    for directive in ("NoNewPrivileges=true", "ProtectSystem=strict", "ProtectHome=true", "PrivateTmp=true",
+                      "Restart=on-failure", f"User={slug}-hub", "ReadWritePaths="):  # fmt: skip
+        assert directive in unit
+    # systemd-analyze checks that ExecStart exists; the venv is made by the bootstrap on the
+    # server, so the check runs on a copy whose ExecStart names this machine's scaffold.
+    here = tmp_path / f"{slug}-hub.service"
+    here.write_text(
+        unit.replace(f"/opt/{slug}/venv/bin/scaffold", shutil.which("scaffold") or sys.executable)
+    )
+    done = subprocess.run([tool("systemd-analyze"), "verify", str(here)], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr  # warnings count too
+
+
+def test_the_caddyfile_validates(tmp_path: Path) -> None:
+    project = render(tmp_path / "project", **ANSWER_SETS["remote-tls"]).dest
+    caddyfile = project / "vps/Caddyfile"
+    command = [tool("caddy"), "validate", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    env = {**os.environ, "HOME": str(tmp_path)}  # caddy writes its state under HOME
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "hub.example.com" in caddyfile.read_text() and "reverse_proxy 127.0.0.1:5555" in caddyfile.read_text()
+    )
+
+
+# -- bootstrap.sh ------------------------------------------------------------------------------
+
+
+def test_bootstrap_installs_into_a_prefix_then_a_second_run_changes_nothing(
+    tmp_path: Path, wheel: Path, installs: list[Installed]
+) -> None:
+    port = free_port()
+    project, key = project_at(tmp_path, port)
+    bundle = project / "vps"
+    prefix = tmp_path / "hub"
+    installs.append(Installed(prefix))
+
+    dry = bootstrap(bundle, "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would: create the virtual environment" in dry.stdout and "== " not in dry.stdout
+    assert not (prefix / "venv").exists() and not (prefix / "data").exists()  # nothing changed
+
+    first = bootstrap(bundle, "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (
+        "== install the hub from" in first.stdout
+        and f"ok: the hub answers on http://127.0.0.1:{port}" in first.stdout
+    )
+    for directory in ("data", "workspace"):
+        assert (prefix / directory).stat().st_mode & 0o777 == 0o750
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/v1/status", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert http.get("/v1/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    pid = (prefix / "hub.pid").read_text()
+
+    second = bootstrap(bundle, "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Nothing changed" in second.stdout and "== " not in second.stdout, second.stdout
+    assert (prefix / "hub.pid").read_text() == pid  # the same hub process, untouched
+    assert key not in first.stdout + first.stderr + second.stdout
+
+
+def test_bootstrap_applies_a_changed_configuration_and_restarts_the_hub(
+    tmp_path: Path, wheel: Path, installs: list[Installed]
+) -> None:
+    port = free_port()
+    project, _ = project_at(tmp_path, port)
+    prefix = tmp_path / "hub"
+    installs.append(Installed(prefix))
+    assert (
+        bootstrap(project / "vps", "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel)).returncode
+        == 0
+    )
+    pid = (prefix / "hub.pid").read_text()
+    config = project / "vps/hub.toml"
+    config.write_text(config.read_text().replace("max_attempts = 3", "max_attempts = 5"))
+    again = bootstrap(project / "vps", "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "== install the configuration" in again.stdout and "== stop the hub" in again.stdout
+    assert (prefix / "hub.pid").read_text() != pid
+    assert "max_attempts = 5" in (prefix / "etc/hub.toml").read_text()
+
+
+def test_bootstrap_with_no_key_prints_the_created_admin_key_once(
+    tmp_path: Path, wheel: Path, installs: list[Installed]
+) -> None:
+    port = free_port()
+    project = render(tmp_path / "project", hub_url=f"http://127.0.0.1:{port}", api_key_hash="").dest
+    prefix = tmp_path / "hub"
+    installs.append(Installed(prefix))
+    first = bootstrap(project / "vps", "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel))
+    assert first.returncode == 0, first.stdout + first.stderr
+    shown = first.stdout.split("It is shown this once; keep it:\n", 1)[1].split()[0]
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        assert http.get("/v1/keys", headers={"Authorization": f"Bearer {shown}"}).status_code == 200  # admin
+    second = bootstrap(project / "vps", "--prefix", str(prefix), "--no-systemd", "--wheel", str(wheel))
+    assert shown not in second.stdout and not (prefix / "data/initial-admin-key").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown option: --bogus"),
+        (["--prefix"], "--prefix needs a directory"),
+        (["--port", "80x", "--prefix", "/tmp/x", "--no-systemd"], "--port must be a number"),
+        (["--prefix", "/tmp/x"], "--prefix installs without systemd: add --no-systemd"),
+        (
+            ["--prefix", "/tmp/x", "--no-systemd", "--wheel", "/nonexistent.whl"],
+            "no wheel at /nonexistent.whl",
+        ),
+    ],
+)
+def test_bootstrap_refuses_bad_options_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    project = render(tmp_path / "project").dest
+    done = bootstrap(project / "vps", *args)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+# -- scaffold deploy ---------------------------------------------------------------------------
+
+
+@dataclass
+class SSHServer:
+    port: int
+    identity: Path
+    known_hosts: Path
+
+    def args(self, identity: Path | None = None, port: int | None = None) -> list[str]:
+        """`scaffold deploy` options that reach this server as root."""
+        known = f"UserKnownHostsFile={self.known_hosts}"
+        return ["--host", "root@127.0.0.1", "--port", str(port or self.port),
+                "--identity", str(identity or self.identity), "--ssh-option", known]  # fmt: skip
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SSHServer]:
+    """OpenSSH's server on 127.0.0.1 with a throwaway host key; logins by one throwaway key only."""
+    assert os.geteuid() == 0, "the SSH test logs in as root: run the tests as root (as CI does)"
+    keys = tmp_path / "ssh"
+    keys.mkdir(mode=0o700)
+    for name in ("host", "client"):
+        subprocess.run(
+            [tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
+        )
+    shutil.copy(keys / "client.pub", keys / "authorized_keys")
+    port = free_port()
+    config = keys / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\nPidFile {keys / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
+        encoding="utf-8",
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # its privilege-separation directory
+    log = keys / "sshd.log"
+    with log.open("wb") as errors:
+        server = subprocess.Popen([tool("sshd"), "-D", "-e", "-f", str(config)], stderr=errors)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True,
+                             check=False).returncode != 0:  # fmt: skip
+            assert server.poll() is None, f"sshd exited: {log.read_text()}"
+            assert time.monotonic() < deadline, "sshd did not listen"
+            time.sleep(0.1)
+        yield SSHServer(port, keys / "client", keys / "known_hosts")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run_deploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "scaffold", "deploy", str(project), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+
+
+def test_deploy_over_ssh_installs_checks_and_says_what_next(
+    tmp_path: Path, sshd: SSHServer, wheel: Path, installs: list[Installed]
+) -> None:
+    port = free_port()
+    project, key = project_at(tmp_path, port)
+    prefix = tmp_path / "server-prefix"
+    installs.append(Installed(prefix))
+    ssh = [*sshd.args(), "--prefix", str(prefix)]
+    done = run_deploy(project, *ssh)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for progress in ("==> building the bundle", "==> copying the bundle to root@127.0.0.1",
+                     "== install the hub from", f"==> waiting for http://127.0.0.1:{port}/healthz",
+                     "==> checking an authenticated request", "/coordinator", "/worker backend"):  # fmt: skip
+        assert progress in out, out
+    assert key not in out + done.stderr
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        assert http.get("/v1/status", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    again = run_deploy(project, *ssh, "--wheel", str(wheel))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing changed" in again.stdout or "== install the hub" in again.stdout
+
+
+def test_deploy_says_what_to_do_when_the_host_is_unreachable_or_refuses(
+    tmp_path: Path, sshd: SSHServer, wheel: Path
+) -> None:
+    project, _ = project_at(tmp_path, free_port())
+    closed = run_deploy(
+        project, *sshd.args(port=free_port()), "--wheel", str(wheel), "--prefix", str(tmp_path)
+    )
+    assert closed.returncode == 1
+    assert "cannot reach root@127.0.0.1 over SSH" in closed.stderr and "--port" in closed.stderr
+    assert "Traceback" not in closed.stderr and len(closed.stderr.strip().splitlines()) == 1
+
+    stranger = tmp_path / "stranger"
+    subprocess.run([tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    refused = run_deploy(
+        project, *sshd.args(identity=stranger), "--wheel", str(wheel), "--prefix", str(tmp_path)
+    )
+    assert refused.returncode == 1
+    assert "refused the SSH login" in refused.stderr and "--identity" in refused.stderr
+
+
+def test_deploy_reports_a_failed_bootstrap_step(tmp_path: Path, sshd: SSHServer, wheel: Path) -> None:
+    project, _ = project_at(tmp_path, free_port())
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the prefix should go")
+    done = run_deploy(project, *sshd.args(), "--wheel", str(wheel), "--prefix", str(blocker / "hub"))
+    assert done.returncode == 1
+    assert "bootstrap.sh failed on root@127.0.0.1" in done.stderr, done.stderr
+
+
+def test_deploy_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    project, _ = project_at(tmp_path, free_port())
+    nowhere = run_deploy(project)
+    assert nowhere.returncode == 2 and "one of the arguments --host --local is required" in nowhere.stderr
+    both = run_deploy(project, "--local", "--port", "22")
+    assert both.returncode == 1 and "--identity, --port and --ssh-option are for --host" in both.stderr
+    missing = run_deploy(
+        project, "--local", "--prefix", str(tmp_path / "p"), "--wheel", str(tmp_path / "x.whl")
+    )
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+    not_a_project = run_deploy(tmp_path, "--local", "--prefix", str(tmp_path / "p"))
+    assert not_a_project.returncode == 1 and ".copier-answers.yml" in not_a_project.stderr
+
+
+def test_a_hub_that_never_answers_is_a_timeout_that_names_the_log() -> None:
+    with pytest.raises(DeployError, match=r"did not answer within 2 s .*check journalctl -u team-hub"):
+        wait_healthy(f"http://127.0.0.1:{free_port()}", 2.0, "journalctl -u team-hub on host")
+
+
+def test_a_dry_run_as_root_lists_the_system_install_and_changes_nothing(tmp_path: Path) -> None:
+    assert os.geteuid() == 0, "run the tests as root (as CI does): this dry run takes the root path"
+    project = render(tmp_path / "project", **ANSWER_SETS["remote-tls"], project_slug="dry-run-team").dest
+    done = bootstrap(project / "vps", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in ("would: create the system user dry-run-team-hub", "would: create the virtual environment "
+                 "/opt/dry-run-team/venv", "would: install the hub from vps-agent-scaffold==",
+                 "would: install the service unit /etc/systemd/system/dry-run-team-hub.service",
+                 "would: install the Caddy configuration for hub.example.com"):  # fmt: skip
+        assert step in done.stdout, done.stdout
+    assert "== " not in done.stdout
+    assert not Path("/opt/dry-run-team").exists() and not Path("/etc/dry-run-team").exists()
+    assert subprocess.run(["id", "dry-run-team-hub"], capture_output=True, check=False).returncode != 0
