@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import httpx2
@@ -19,10 +19,6 @@ import jsonschema
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from scaffold.hub.app import create_app
 from scaffold.hub.auth import digest, new_key
@@ -31,6 +27,7 @@ from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.types import ROLES, Role
 from tests.conftest import render
+from tests.fakemodel import Call, End, FakeModel, Policy, Step, Turn, search
 from tests.test_api import serving
 
 TIMEOUT = 10.0  # seconds: the bound of every HTTP call and of each scenario
@@ -524,61 +521,20 @@ def test_claude_code_connects_to_the_vps_server_and_fails_with_a_wrong_key(
 CLAUDE_CALL = {"tasks": [{"title": "From Claude Code", "instructions": "Made through MCP."}]}
 
 
-class FakeModel:
-    """A scripted stand-in for the Messages API. Claude Code defers MCP tools behind its
-    ToolSearch tool, so the model loads the schema of `mcp__vps__create_tasks` first, then calls
-    it, then ends the turn once the result is back."""
+def create_tasks_once(created: list[tuple[str, bool]]) -> Policy:
+    """A model that loads the schema of `mcp__vps__create_tasks` (Claude Code defers MCP tools
+    behind ToolSearch), calls it, and ends the turn with its result kept in `created`."""
 
-    SCRIPT: ClassVar[dict[str | None, tuple[str, dict[str, Any]]]] = {
-        None: ("ToolSearch", {"query": "select:mcp__vps__create_tasks", "max_results": 5}),
-        "ToolSearch": ("mcp__vps__create_tasks", CLAUDE_CALL),
-    }
+    def policy(turn: Turn) -> Step:
+        if turn.result is None:
+            return search("create_tasks")
+        name, text, is_error = turn.result
+        if name == "ToolSearch":
+            return Call("mcp__vps__create_tasks", CLAUDE_CALL)
+        created.append((text, is_error))
+        return End()
 
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.results: dict[str, dict[str, Any]] = {}  # tool name -> its tool_result block
-        self.app = Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])
-
-    async def messages(self, request: Request) -> Response:
-        body = json.loads(await request.body())
-        self.requests.append(body)
-        last = body["messages"][-1]["content"]
-        answered = None
-        for block in last if isinstance(last, list) else []:
-            if block.get("type") == "tool_result":
-                answered = block["tool_use_id"].removeprefix("toolu_")
-                self.results[answered] = block
-        step = self.SCRIPT.get(answered) if "tools" in body else None
-        if step is not None:
-            name, tool_input = step
-            block = {"type": "tool_use", "id": f"toolu_{name}", "name": name, "input": {}}
-            delta = {"type": "input_json_delta", "partial_json": json.dumps(tool_input)}
-            stop = "tool_use"
-        else:
-            block, delta, stop = (
-                {"type": "text", "text": ""},
-                {"type": "text_delta", "text": "Done."},
-                "end_turn",
-            )
-        usage = {"input_tokens": 1, "output_tokens": 1}
-        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
-        events = [
-            ("message_start", {"type": "message_start", "message": message}),
-            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
-            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
-            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                               "usage": {"output_tokens": 1}}),
-            ("message_stop", {"type": "message_stop"}),
-        ]  # fmt: skip
-        stream = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
-        return Response(stream, media_type="text/event-stream")
-
-
-def text_of(result: dict[str, Any]) -> str:
-    content = result["content"]
-    return content if isinstance(content, str) else "".join(block.get("text", "") for block in content)
+    return policy
 
 
 @pytest.mark.claude
@@ -588,7 +544,8 @@ def test_claude_code_calls_a_vps_tool(claude_bin: Path, tmp_path: Path) -> None:
     project = render(tmp_path / "project", save_key=True)
     assert project.key is not None
     home = trusting_home(tmp_path, project.dest)
-    model = FakeModel()
+    created: list[tuple[str, bool]] = []
+    model = FakeModel(create_tasks_once(created))
     with hub_serving(tmp_path, ("agent", project.key)) as serving_hub, serving(model.app) as api:
         env = claude_env(home, serving_hub.url, project.key, ANTHROPIC_BASE_URL=api)
         result = subprocess.run(
@@ -600,15 +557,16 @@ def test_claude_code_calls_a_vps_tool(claude_bin: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["permission_denials"] == []
     assert [task["title"] for task in tasks] == ["From Claude Code"]
-    deferred = json.dumps(model.requests[0]["messages"])
+    requests = [request for request in model.requests if "tools" in request]
+    deferred = json.dumps(requests[0]["messages"])
     assert all(f"mcp__vps__{tool.name}" in deferred for tool in TOOLS), (
         "Claude Code does not offer every tool"
     )
-    loaded = {tool["name"]: tool for tool in model.requests[1]["tools"]}["mcp__vps__create_tasks"]
+    loaded = {tool["name"]: tool for tool in requests[1]["tools"]}["mcp__vps__create_tasks"]
     schema = {tool.name: tool.schema for tool in TOOLS}["create_tasks"]
     assert as_javascript_reads_it(loaded["input_schema"]) == as_javascript_reads_it(schema)
-    created = model.results["mcp__vps__create_tasks"]
-    assert not created.get("is_error") and "From Claude Code" in text_of(created), created
+    [(text, is_error)] = created
+    assert not is_error and "From Claude Code" in text, text
 
 
 def as_javascript_reads_it(value: Any) -> Any:

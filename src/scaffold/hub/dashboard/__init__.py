@@ -3,6 +3,7 @@ data. The page asks for an API key and reads everything through the REST API wit
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ HEADERS = {
 }
 
 
+@cache
 def _read(name: str) -> bytes:
     return resources.files(__name__).joinpath(name).read_bytes()
 
