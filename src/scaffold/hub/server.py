@@ -58,6 +58,7 @@ def serve(settings: HubSettings, *, access_log: bool = False, out: TextIO = sys.
 
     from scaffold.hub.app import create_app
 
+    settings.check()
     listener = _listen(settings.host, settings.port)
     store = open_store(settings)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -17,6 +18,14 @@ DEFAULT_PORT = 5555
 MAX_PORT = 65535
 KEY_NAME = re.compile(KEY_NAME_SCHEMA["pattern"])
 KEY_NAME_RULE = "use letters, digits, . _ - (at most 64, starting with a letter or digit)"
+SANDBOXES = ("bubblewrap", "none")
+
+# The hooks' rhythms, which the queue's timeouts must fit (the template's hooks hold the same
+# numbers; tests/test_liveness.py checks they agree):
+HOOK_HEARTBEAT_SECONDS = 30.0
+"""The PostToolUse hook renews a worker's leases at most this often."""
+LIVENESS_BEAT_SECONDS = 15.0
+"""A worker session's watcher tells the hub it is alive this often."""
 
 
 class ConfigError(ScaffoldError):
@@ -35,12 +44,21 @@ class HubSettings:
     lease_seconds: float = 300.0
     max_attempts: int = 3
     idle_timeout_minutes: float = 10.0
-    worker_lost_seconds: float = 900.0
+    worker_lost_seconds: float = 3 * LIVENESS_BEAT_SECONDS
     max_wait_seconds: float = 600.0
     reap_interval_seconds: float = 1.0
     exec_enabled: bool = True
     exec_timeout_seconds: float = 600.0
     exec_max_output_bytes: int = 1024 * 1024
+    exec_sandbox: str = "bubblewrap"
+    """How commands are confined: "bubblewrap", or "none" to accept running them as the hub's user."""
+    exec_network: bool = False
+    exec_max_processes: int = 256
+    exec_max_memory_mb: int = 4096
+    exec_cpu_seconds: int = 3600
+    exec_max_concurrent: int = 8
+    trusted_proxies: tuple[str, ...] = ()
+    """Peers whose X-Forwarded-For is believed (addresses or networks); nobody's by default."""
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     keys: tuple[tuple[str, Role, str], ...] = ()
     """Keys from hub.toml as (name, role, sha256)."""
@@ -48,12 +66,39 @@ class HubSettings:
     def with_overrides(self, **changes: Any) -> HubSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def check(self) -> None:
+        """Refuse settings that cannot work together, one line naming them and the rule.
+
+        Each value alone was checked when it was read; this is about pairs (run at start, so a
+        test may still build a hub with a one-second lease).
+        """
+        rules = [
+            (self.lease_seconds >= 2 * HOOK_HEARTBEAT_SECONDS,
+             f"queue.lease_seconds = {self.lease_seconds:g} is shorter than the hooks can renew: a worker's "
+             f"leases are renewed at most every {HOOK_HEARTBEAT_SECONDS:g} s, so a lease needs at least "
+             f"{2 * HOOK_HEARTBEAT_SECONDS:g} s (two renewals)"),
+            (self.reap_interval_seconds < self.lease_seconds,
+             f"queue.reap_interval_seconds = {self.reap_interval_seconds:g} must be shorter than "
+             f"queue.lease_seconds = {self.lease_seconds:g}, or expired leases wait a whole lease to return"),
+            (self.worker_lost_seconds >= 2 * LIVENESS_BEAT_SECONDS,
+             f"queue.worker_lost_seconds = {self.worker_lost_seconds:g} would call live workers lost: their "
+             f"sessions report every {LIVENESS_BEAT_SECONDS:g} s, so it needs at least "
+             f"{2 * LIVENESS_BEAT_SECONDS:g} s"),
+            (self.max_file_bytes <= self.max_body_bytes,
+             f"workspace.max_file_bytes = {self.max_file_bytes} is above server.max_body_bytes = "
+             f"{self.max_body_bytes}: a file that large could never be sent"),
+        ]  # fmt: skip
+        for holds, message in rules:
+            if not holds:
+                raise ConfigError(message)
+
 
 # (section, key) -> (field, type); types are checked so a typo is an error, not a default.
 _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("server", "host"): ("host", str),
     ("server", "port"): ("port", int),
     ("server", "max_body_bytes"): ("max_body_bytes", int),
+    ("server", "trusted_proxies"): ("trusted_proxies", list),
     ("storage", "data_dir"): ("data_dir", str),
     ("workspace", "path"): ("workspace", str),
     ("workspace", "max_file_bytes"): ("max_file_bytes", int),
@@ -67,10 +112,17 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "enabled"): ("exec_enabled", bool),
     ("exec", "timeout_seconds"): ("exec_timeout_seconds", (int, float)),
     ("exec", "max_output_bytes"): ("exec_max_output_bytes", int),
+    ("exec", "sandbox"): ("exec_sandbox", str),
+    ("exec", "network"): ("exec_network", bool),
+    ("exec", "max_processes"): ("exec_max_processes", int),
+    ("exec", "max_memory_mb"): ("exec_max_memory_mb", int),
+    ("exec", "cpu_seconds"): ("exec_cpu_seconds", int),
+    ("exec", "max_concurrent"): ("exec_max_concurrent", int),
 }
 _POSITIVE = {"port", "max_body_bytes", "lease_seconds", "max_attempts", "worker_lost_seconds",
              "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes", "max_file_bytes",
-             "grep_max_bytes"}  # fmt: skip
+             "grep_max_bytes", "exec_max_processes", "exec_max_memory_mb", "exec_cpu_seconds",
+             "exec_max_concurrent"}  # fmt: skip
 
 
 def load_settings(config: Path | None) -> HubSettings:
@@ -104,9 +156,25 @@ def load_settings(config: Path | None) -> HubSettings:
         if name in values:
             path = Path(values[name]).expanduser()
             values[name] = path if path.is_absolute() else (config.parent / path).resolve()
+    if values.get("exec_sandbox", SANDBOXES[0]) not in SANDBOXES:
+        raise ConfigError(f"{config}: exec.sandbox must be one of {', '.join(map(repr, SANDBOXES))}")
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = _networks(config, values["trusted_proxies"])
     values["roles"] = _roles(config, raw.get("roles", {}))
     values["keys"] = _keys(config, raw.get("keys", []))
     return HubSettings(**values)
+
+
+def _networks(config: Path, raw: list[Any]) -> tuple[str, ...]:
+    for entry in raw:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{config}: server.trusted_proxies holds {entry!r}; give IP addresses or networks "
+                '(e.g. "127.0.0.1" or "10.0.0.0/8")'
+            ) from None
+    return tuple(raw)
 
 
 def _roles(config: Path, raw: Any) -> dict[str, tuple[str, ...]]:
