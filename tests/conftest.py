@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,22 @@ SHARED = REPO.parent / "shared"
 SETTINGS_SCHEMA = Path(
     os.environ.get("CLAUDE_SETTINGS_SCHEMA") or SHARED / "vendor" / "claude-code-settings.schema.json"
 )
+
+
+def require_tool(command: str, how: str) -> None:
+    """Skip when a system tool pip cannot bring is missing, saying how to get it; under CI
+    (CI=true), where .ci/run installs it, fail instead: CI proves everything."""
+    if shutil.which(command) is None:
+        message = f"{command} is not installed: {how}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def bubblewrap() -> None:
+    """The sandbox of commands run through the hub."""
+    require_tool("bwrap", "apt-get install bubblewrap")
 
 
 @pytest.fixture(scope="session", autouse=True)

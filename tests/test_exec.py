@@ -27,6 +27,8 @@ from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.types import Event
 
+pytestmark = pytest.mark.usefixtures("bubblewrap")  # every command runs in the sandbox
+
 MAX_OUTPUT = 1000
 TIMEOUT = 10.0  # the hub's [exec] timeout_seconds in these tests
 WAIT = 10.0  # seconds: the bound of every wait in this file
@@ -87,21 +89,38 @@ def hub(tmp_path: Path) -> Iterator[Running]:
         yield started
 
 
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
+def gone(seconds: str) -> bool:
+    """Whether no `sleep SECONDS` runs any more (zombies count as gone). The tests look for the
+    process by its arguments: in the sandbox, the pid a command sees is one of its namespace."""
+    wanted = f"sleep\0{seconds}\0".encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "cmdline").read_bytes() == wanted:
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in ("Z", "X"):
+                    return False
+        except (OSError, IndexError):  # not a process, or it ended while we looked
+            continue
+    return True
 
 
-def wait_gone(pid: int) -> bool:
+def wait_gone(seconds: str) -> bool:
     deadline = time.monotonic() + WAIT
-    while not gone(pid):
+    while not gone(seconds):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
+
+
+def executor(tmp_path: Path) -> Executor:
+    """An executor with this hub's default sandbox; `await executor.start()` before running."""
+    settings = HubSettings(
+        workspace=tmp_path, data_dir=tmp_path / "hub-data", exec_max_output_bytes=MAX_OUTPUT
+    )
+    started = Executor.configured(settings)
+    started.kill_grace = 0.5
+    return started
 
 
 # -- running ------------------------------------------------------------------------------------
@@ -203,33 +222,32 @@ def test_resolve_cwd_keeps_to_the_root(tmp_path: Path) -> None:
 
 def test_a_timeout_kills_the_whole_process_group(hub: Running) -> None:
     started = time.monotonic()
-    result = hub.run({"shell": "sleep 30 & echo $!; wait", "timeout_seconds": 0.5})
+    result = hub.run({"shell": "sleep 30.1 & echo $!; wait", "timeout_seconds": 0.5})
     elapsed = time.monotonic() - started
     assert result["timed_out"] is True
     assert result["exit_code"] == -15  # SIGTERM ended the shell
-    child = int(result["stdout"])
-    assert wait_gone(child), f"the background child {child} outlived the command"
+    assert wait_gone("30.1"), "the background child outlived the command"
     assert elapsed < 0.5 + 2 * hub.hub.executor.kill_grace + 3.0
 
 
 def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(hub: Running) -> None:
     started = time.monotonic()
-    result = hub.run({"shell": "trap '' TERM; sleep 30 & echo $!; wait; wait", "timeout_seconds": 0.3})
+    result = hub.run({"shell": "trap '' TERM; sleep 30.2 & echo $!; wait; wait", "timeout_seconds": 0.3})
     assert result["timed_out"] is True
     assert result["exit_code"] == -9
-    assert wait_gone(int(result["stdout"]))
+    assert wait_gone("30.2")
     assert time.monotonic() - started < 0.3 + 2 * hub.hub.executor.kill_grace + 3.0
 
 
 def test_what_a_command_leaves_running_in_its_group_is_ended_with_it(hub: Running) -> None:
     started = time.monotonic()
     # The child holds stdout open: without ending it, reading the output would wait 30 s.
-    holding = hub.run({"shell": "sleep 30 & echo $!"})
-    detached = hub.run({"shell": "sleep 30 >/dev/null 2>&1 & echo $!"})
+    holding = hub.run({"shell": "sleep 30.3 & echo $!"})
+    detached = hub.run({"shell": "sleep 30.4 >/dev/null 2>&1 & echo $!"})
     assert (holding["timed_out"], holding["exit_code"]) == (False, 0)
     assert (detached["timed_out"], detached["exit_code"]) == (False, 0)
-    assert wait_gone(int(holding["stdout"]))
-    assert wait_gone(int(detached["stdout"]))
+    assert wait_gone("30.3")
+    assert wait_gone("30.4")
     assert time.monotonic() - started < 4 * hub.hub.executor.kill_grace + 3.0
 
 
@@ -256,16 +274,17 @@ def test_the_hub_answers_other_requests_while_a_command_runs(hub: Running) -> No
 @pytest.mark.parametrize(("shell", "code"), [("sleep 30", -15), ("trap '' TERM; sleep 30 & wait; wait", -9)])
 def test_stopping_the_hub_ends_running_commands(tmp_path: Path, shell: str, code: int) -> None:
     async def scenario() -> tuple[int, bool, float]:
-        executor = Executor(tmp_path, MAX_OUTPUT, kill_grace=0.5)
+        runner = executor(tmp_path)
+        await runner.start()
         command = Command(argv=None, shell=shell, cwd=tmp_path, timeout=WAIT)
-        run = asyncio.create_task(executor.run(command))
+        run = asyncio.create_task(runner.run(command))
         for _ in range(200):
-            if executor.running:
+            if runner.running:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # the shell has set its trap
         started = time.monotonic()
-        executor.shutdown()
+        runner.shutdown()
         outcome = await asyncio.wait_for(run, WAIT)
         return outcome.exit_code, outcome.timed_out, time.monotonic() - started
 
@@ -279,12 +298,13 @@ def test_the_same_rules_hold_on_uvloop_which_the_served_hub_uses(tmp_path: Path)
     uvloop = pytest.importorskip("uvloop")
 
     async def scenario() -> list[tuple[int, bool, bool, str]]:
-        executor = Executor(tmp_path, MAX_OUTPUT, kill_grace=0.5)
+        runner = executor(tmp_path)
+        await runner.start()
         results = []
-        for shell, timeout in (("sleep 30 & echo $!", WAIT), ("sleep 30 & echo $!; wait", 0.3),
-                               ("trap '' TERM; sleep 30 & echo $!; wait; wait", 0.3),
+        for shell, timeout in (("sleep 30.5 & echo 30.5", WAIT), ("sleep 30.6 & echo 30.6; wait", 0.3),
+                               ("trap '' TERM; sleep 30.7 & echo 30.7; wait; wait", 0.3),
                                ("head -c 3000000 /dev/zero; echo done >&2", WAIT)):  # fmt: skip
-            outcome = await executor.run(Command(argv=None, shell=shell, cwd=tmp_path, timeout=timeout))
+            outcome = await runner.run(Command(argv=None, shell=shell, cwd=tmp_path, timeout=timeout))
             results.append((outcome.exit_code, outcome.timed_out, outcome.truncated, outcome.stdout))
         return results
 
@@ -294,7 +314,7 @@ def test_the_same_rules_hold_on_uvloop_which_the_served_hub_uses(tmp_path: Path)
     assert timed[:3] == (-15, True, False)
     assert stubborn[:3] == (-9, True, False)
     assert flood[:3] == (0, False, True)
-    assert all(wait_gone(int(result[3])) for result in (left, timed, stubborn))
+    assert all(wait_gone(result[3].strip()) for result in (left, timed, stubborn))
     assert time.monotonic() - started < 6.0
 
 
@@ -330,8 +350,9 @@ def test_the_environment_is_minimal_plus_the_extras(hub: Running, monkeypatch: p
     monkeypatch.setenv("VPS_API_KEY", "the-hubs-own-key")
     result = hub.run({"argv": ["env"], "env": {"GREETING": "hello there", "_X1": ""}})
     seen = dict(line.split("=", 1) for line in result["stdout"].splitlines())
-    wanted = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME") or "/",
-              "LANG": os.environ.get("LANG") or "C.UTF-8"}  # fmt: skip
+    # HOME is the sandbox's private /tmp (the hub's home is not visible there); bubblewrap sets PWD
+    wanted = {"PATH": os.environ["PATH"], "HOME": "/tmp", "LANG": os.environ.get("LANG") or "C.UTF-8",
+              "PWD": str(hub.workspace.resolve())}  # fmt: skip
     assert seen == {**wanted, "GREETING": "hello there", "_X1": ""}
     assert "hunter2" not in result["stdout"] + result["stderr"]
     shell = hub.run({"shell": 'echo "[$SECRET][$GREETING]"', "env": {"GREETING": "hi"}})

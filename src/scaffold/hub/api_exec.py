@@ -1,4 +1,5 @@
-"""`POST /v1/exec`: run a command in the workspace (the rules are in scaffold.hub.exec)."""
+"""`POST /v1/exec`: run a command in the workspace, confined (the rules are in scaffold.hub.exec and
+scaffold.hub.sandbox)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ _COMMON: dict[str, Any] = {
     "env": s.described({"type": "object", "maxProperties": 256,
                         "propertyNames": {"pattern": "^[A-Z_][A-Z0-9_]*$", "maxLength": 256},
                         "additionalProperties": {"type": "string", "maxLength": 65_536}},
-                       "extra environment variables; the command gets only PATH, HOME, LANG and these"),
+                       "extra environment variables; the command gets only PATH, HOME (the sandbox's "
+                       "private /tmp), LANG and these"),
     "task_id": s.described(s.ID, "the caller's task: its lease is kept alive while the command runs"),
     "lease_token": s.described(s.TOKEN, "that task's lease token (with task_id); stale: 409 before running"),
 }  # fmt: skip
@@ -48,8 +50,10 @@ async def run_command(call: Call) -> Response:
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/v1/exec", run_command,
-             "Run a command in the workspace (argv or shell) with a timeout and an output cap", "agent",
-             body=EXEC_BODY,
+             "Run a command in the workspace (argv or shell), sandboxed, with a timeout and an output cap",
+             "agent", body=EXEC_BODY,
              responses={200: ("It ran: its exit code and output", EXEC_RESULT),
-                        409: ("The lease token of task_id is stale", s.ref("Error"))}),
+                        409: ("The lease token of task_id is stale", s.ref("Error")),
+                        503: ("The sandbox does not work on this machine (`sandbox_unavailable`); the "
+                              "message says how to enable it", s.ref("Error"))}),
 ]  # fmt: skip

@@ -97,3 +97,10 @@ class Disabled(HubError):
 
     status = 403
     code = "disabled"
+
+
+class SandboxUnavailable(HubError):
+    """Commands must run in a sandbox ([exec] sandbox in hub.toml) that does not work on this machine."""
+
+    status = 503
+    code = "sandbox_unavailable"

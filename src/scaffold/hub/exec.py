@@ -3,15 +3,23 @@
 A command is an argv list (run directly) or a shell string (`/bin/sh -c`), in a directory of the
 workspace, with a timeout, an output cap and a minimal environment:
 
+- It runs confined (scaffold.hub.sandbox): by default in a bubblewrap sandbox that shows it
+  its tree (the workspace), read-only system directories, a private /tmp, its own /proc and
+  nothing of the hub's data, configuration or home, with limits on processes, memory and CPU
+  time and no network unless `[exec] network = true`. Where the sandbox does not work, commands
+  are refused (503) unless `[exec] sandbox = "none"` accepts running them as the hub's user.
+- At most `[exec] max_concurrent` commands run at once; one more is refused at once with 429
+  and Retry-After (it does not wait: its timeout would start counting in a queue).
 - `cwd` is relative to the workspace root: absolute paths, `..`, NUL and symlinks resolving
-  outside the root are refused. This only says where the command starts; it is not a sandbox:
-  the command runs as the hub's user and can read whatever that user can.
-- The environment is PATH, HOME and LANG (from the hub's) plus the caller's extras; nothing
-  else of the hub's environment (its secrets) is passed on.
+  outside the root are refused.
+- The environment is PATH, HOME and LANG (from the hub's; in the sandbox HOME is its private
+  /tmp) plus the caller's extras; nothing else of the hub's environment (its secrets) is passed on.
 - The command runs in a new session (its own process group) with stdin from /dev/null. On
   timeout the whole group gets SIGTERM, then SIGKILL after a grace period. When the command
-  ends, whatever it left running in its group is ended the same way: no process outlives its
-  command (a process that starts its own session escapes this).
+  ends, whatever it left running in its group is ended the same way; in the sandbox, whatever
+  it left running at all (it cannot leave the sandbox's pid namespace, which ends with it).
+- The exit code is -N when signal N ended the command. bubblewrap reports that as 128 + N, so
+  in the sandbox an exit status 129..192 is reported as -1..-64 (also when a command exits so).
 - stdout and stderr are read concurrently; at most `max_output_bytes` of each is kept (the rest
   is read and dropped, so the command never blocks on a full pipe), then decoded as UTF-8 with
   replacement characters.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,10 +45,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from scaffold.hub.errors import Disabled, HubError, InvalidRequest, LeaseConflict, NotFound, PathRefused
+from scaffold.hub.errors import (
+    Disabled,
+    HubError,
+    InvalidRequest,
+    LeaseConflict,
+    NotFound,
+    PathRefused,
+    TooManyRequests,
+)
+from scaffold.hub.sandbox import Launch, Limits, Sandbox
 
 if TYPE_CHECKING:
     from scaffold.hub.app import Hub
+    from scaffold.hub.settings import HubSettings
 
 log = logging.getLogger("scaffold.hub")
 
@@ -49,6 +68,8 @@ KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 READ_CHUNK = 64 * 1024
 EVENT_TEXT = 500  # characters of the command kept in its event
 POLL = 0.02  # seconds between looks at a process group that was told to end
+SIGNALLED = range(129, 129 + 64)  # how bubblewrap reports "signal N ended it": 128 + N
+BWRAP_EXEC_FAILED = "bwrap: execvp "
 
 
 def minimal_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -142,51 +163,135 @@ class _Capture:
         return self.data.decode("utf-8", errors="replace")
 
 
+class _Status:
+    """bwrap's --json-status-fd: the sandbox's pid 1 (as the hub sees it), then the exit code."""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.exited = False  # the command ran and ended (bwrap's own failures write no exit code)
+
+    async def read(self, launch: Launch) -> None:
+        """Read the launch's status pipe (which then owns the descriptor) to its end: bwrap would
+        die of SIGPIPE writing the exit code to a closed pipe."""
+        assert launch.status_read is not None
+        stream = asyncio.StreamReader()
+        pipe = os.fdopen(launch.status_read, "rb", buffering=0)
+        launch.status_read = None
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), pipe
+        )
+        try:
+            while line := await stream.readline():
+                with contextlib.suppress(ValueError, AttributeError):
+                    status = json.loads(line)
+                    self.child = status.get("child-pid", self.child)
+                    self.exited = self.exited or "exit-code" in status
+        finally:
+            transport.close()
+
+
 class Executor:
     """Runs commands; remembers the running ones so the hub can end them when it stops."""
 
-    def __init__(self, root: Path, max_output_bytes: int, kill_grace: float = KILL_GRACE) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_output_bytes: int,
+        sandbox: Sandbox,
+        max_concurrent: int = 8,
+        kill_grace: float = KILL_GRACE,
+    ) -> None:
         self.root = root.expanduser().absolute()
         self.max_output_bytes = max_output_bytes
+        self.sandbox = sandbox
+        self.max_concurrent = max_concurrent
         self.kill_grace = kill_grace
-        self.running: set[int] = set()  # process group ids
+        self.running: dict[int, Callable[[], int]] = {}  # process id -> its group, to end it
+        self.active = 0  # commands admitted and not yet ended
+        self.releasing: set[asyncio.Task[None]] = set()  # cgroups removed once they are empty
         self.closing = False
 
+    @classmethod
+    def configured(cls, settings: HubSettings) -> Executor:
+        limits = Limits(settings.exec_max_processes, settings.exec_max_memory_mb, settings.exec_cpu_seconds)
+        sandbox = Sandbox(settings.exec_sandbox, network=settings.exec_network, limits=limits,
+                          hidden=(settings.data_dir,))  # fmt: skip
+        return cls(settings.workspace, settings.exec_max_output_bytes, sandbox, settings.exec_max_concurrent)
+
+    async def start(self) -> None:
+        """Probe the sandbox once (the workspace must exist): commands are refused if it fails."""
+        await asyncio.to_thread(self.sandbox.probe, self.root)
+
     async def run(self, command: Command) -> Outcome:
-        started = time.monotonic()
-        options: dict[str, Any] = {
-            "cwd": command.cwd, "env": minimal_environment(command.env), "start_new_session": True,
-            "stdin": asyncio.subprocess.DEVNULL, "stdout": asyncio.subprocess.PIPE,
-            "stderr": asyncio.subprocess.PIPE,
-        }  # fmt: skip
+        """Run it; SandboxUnavailable (503) or TooManyRequests (429) before anything starts."""
+        self.sandbox.check()
+        if self.active >= self.max_concurrent:
+            raise TooManyRequests(
+                f"{self.active} commands are running, this hub's limit ([exec] max_concurrent); "
+                "retry when one has ended",
+                retry_after=1,
+            )
+        self.active += 1  # counted before the first await, so a burst cannot slip past the limit
+        argv = list(command.argv) if command.argv is not None else ["/bin/sh", "-c", command.shell or ""]
+        launch = self.sandbox.launch(argv, self.root, command.cwd, minimal_environment(command.env))
         try:
-            if command.argv is not None:
-                proc = await asyncio.create_subprocess_exec(*command.argv, **options)
-            else:
-                proc = await asyncio.create_subprocess_shell(command.shell or "", **options)
+            return await self._run(command, launch)
+        finally:
+            self.active -= 1
+            if not self.sandbox.release(launch, last_try=False):
+                # The sandbox's processes die with bwrap, a moment after it; its cgroup can go
+                # then, without holding up the answer.
+                cleanup = asyncio.create_task(self._release_soon(launch))
+                self.releasing.add(cleanup)
+                cleanup.add_done_callback(self.releasing.discard)
+
+    async def _release_soon(self, launch: Launch) -> None:
+        try:
+            deadline = time.monotonic() + self.kill_grace
+            await _until(lambda: self.sandbox.release(launch, last_try=False), deadline)
+        finally:
+            self.sandbox.release(launch)
+
+    async def _run(self, command: Command, launch: Launch) -> Outcome:
+        started = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv, cwd=command.cwd, env=launch.env, start_new_session=True,
+                preexec_fn=launch.preexec, pass_fds=launch.pass_fds, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
         except OSError as error:  # as a shell says it: 127 not found, 126 cannot run
-            code = 127 if isinstance(error, FileNotFoundError) else 126
-            reason = "command not found" if code == 127 else error.strerror or str(error)
-            name = command.argv[0] if command.argv else "sh"
-            return Outcome(code, "", f"{name}: {reason}\n", time.monotonic() - started, False, False)
-        group = proc.pid  # start_new_session: the command leads its own process group
-        self.running.add(group)
+            return _not_run(launch.argv[0], error, started)
+        launch.started()
+        status = _Status()
+        readers = [asyncio.create_task(status.read(launch))] if launch.status_read is not None else []
+
+        def group() -> int:  # in the sandbox, its processes form the group of its pid 1
+            return status.child or proc.pid  # start_new_session: the command leads its own group
+
+        self.running[proc.pid] = group
         out, err = _Capture(self.max_output_bytes), _Capture(self.max_output_bytes)
-        readers = [asyncio.create_task(out.read(proc.stdout)), asyncio.create_task(err.read(proc.stderr))]
+        readers += [asyncio.create_task(out.read(proc.stdout)), asyncio.create_task(err.read(proc.stderr))]
         ended = False
         try:
             exited = await _exited(proc, started + command.timeout, lambda: self.closing)
             timed_out = not exited and not self.closing
-            await self._end_group(group, proc, readers)
+            await self._end_group(group(), proc, readers)
             ended = True
         finally:
-            self.running.discard(group)
+            self.running.pop(proc.pid, None)
             for reader in readers:
                 reader.cancel()
             if not ended:  # cancelled: leave nothing of the command running
-                _signal_group(group, signal.SIGKILL)
+                _signal_group(group(), signal.SIGKILL)
+                _signal_group(proc.pid, signal.SIGKILL)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
-        return Outcome(code, out.text(), err.text(), round(time.monotonic() - started, 6),
+        stderr = err.text()
+        if self.sandbox.confined and not status.exited and code == 1 and stderr.startswith(BWRAP_EXEC_FAILED):
+            return _not_run(command.argv[0] if command.argv else "sh", _exec_error(stderr), started)
+        if self.sandbox.confined and code in SIGNALLED:
+            code = -(code - 128)
+        return Outcome(code, out.text(), stderr, round(time.monotonic() - started, 6),
                        out.truncated or err.truncated, timed_out)  # fmt: skip
 
     async def _end_group(
@@ -195,10 +300,7 @@ class Executor:
         """SIGTERM what is left of the group, SIGKILL after the grace; then drain the pipes."""
         if _group_alive(group):
             _signal_group(group, signal.SIGTERM)
-            deadline = time.monotonic() + self.kill_grace
-            while _group_alive(group) and time.monotonic() < deadline:
-                await asyncio.sleep(POLL)
-            if _group_alive(group):
+            if not await _until(lambda: not _group_alive(group), time.monotonic() + self.kill_grace):
                 _signal_group(group, signal.SIGKILL)
         if proc.returncode is None:
             with contextlib.suppress(TimeoutError):
@@ -209,8 +311,24 @@ class Executor:
     def shutdown(self) -> None:
         """The hub is stopping: end every running command now (SIGTERM, SIGKILL after the grace)."""
         self.closing = True
-        for group in list(self.running):
-            _signal_group(group, signal.SIGTERM)
+        for group in list(self.running.values()):
+            _signal_group(group(), signal.SIGTERM)
+        for cleanup in list(self.releasing):
+            cleanup.cancel()  # its cgroup: removed now if it is empty, else by the next start's sweep
+
+
+def _not_run(program: str, error: OSError, started: float) -> Outcome:
+    code = 127 if isinstance(error, FileNotFoundError) else 126
+    reason = "command not found" if code == 127 else error.strerror or str(error)
+    return Outcome(code, "", f"{program}: {reason}\n", round(time.monotonic() - started, 6), False, False)
+
+
+def _exec_error(stderr: str) -> OSError:
+    """The error of bwrap's "bwrap: execvp PROGRAM: REASON" (it could not start the command)."""
+    reason = stderr.splitlines()[0].rsplit(": ", 1)[-1]
+    if reason == os.strerror(2):
+        return FileNotFoundError(2, reason)
+    return OSError(0, reason)
 
 
 async def _exited(proc: asyncio.subprocess.Process, deadline: float, stop: Callable[[], bool]) -> bool:
@@ -232,6 +350,17 @@ async def _exited(proc: asyncio.subprocess.Process, deadline: float, stop: Calla
         return True
     finally:
         waiter.cancel()
+
+
+async def _until(done: Callable[[], bool], deadline: float) -> bool:
+    """Look at `done()` at growing intervals (1 ms up to POLL) until it holds (True) or the deadline."""
+    delay = 0.001
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, POLL)
+    return True
 
 
 def _signal_group(group: int, sig: signal.Signals) -> None:
