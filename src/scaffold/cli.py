@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,6 +178,50 @@ def _add_hub_commands(commands: Any) -> None:
     revoke.add_argument("name", help="the key's name")
     _add_location(revoke)
     revoke.set_defaults(run=_run_keys_revoke)
+    _add_backup_commands(hub_commands)
+
+
+def _add_backup_commands(hub_commands: Any) -> None:
+    backup = hub_commands.add_parser(
+        "backup",
+        help="copy a hub's database and workspace history into a new directory (it may be running)",
+        description="Copy the hub's database (SQLite's online backup: a running hub keeps serving) and "
+        "the workspace's git history (a git bundle; uncommitted changes are not in it) into a new "
+        "directory, 0700, with a manifest of checksums. Never copies initial-admin-key.",
+        epilog="example: scaffold hub backup ~/backups/hub-1 --config my-team/vps/hub.toml",
+    )
+    backup.add_argument("dest", nargs="?", type=Path, help="directory to create (must not exist or be empty)")
+    backup.add_argument("--into", type=Path, metavar="DIR", help="create DIR/hub-<UTC time> instead of DEST")
+    backup.add_argument("--keep", type=int, metavar="N",
+                        help="with --into: then delete all but the newest N backups in DIR")  # fmt: skip
+    _add_workspace(backup)
+    _add_location(backup)
+    backup.set_defaults(run=_run_hub_backup)
+
+    restore = hub_commands.add_parser(
+        "restore",
+        help="put a backup back as the hub's database and workspace (the hub stopped)",
+        description="Check a backup (its checksums, the database's integrity) and restore the "
+        "database and the workspace from it. Refuses while a hub runs on the data directory, and "
+        "refuses existing data unless --force, which moves it aside rather than deleting it.",
+        epilog="example: scaffold hub restore ~/backups/hub-1 --config my-team/vps/hub.toml",
+    )
+    restore.add_argument("src", type=Path, help="the backup directory")
+    restore.add_argument("--force", action="store_true",
+                         help="restore over existing data, moving it aside (DATA_DIR/before-restore-*, "
+                         "WORKSPACE.before-restore-*)")  # fmt: skip
+    _add_workspace(restore)
+    _add_location(restore)
+    restore.set_defaults(run=_run_hub_restore)
+
+
+def _add_workspace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        metavar="DIR",
+        help="the hub's workspace (default: from --config, or ./workspace)",
+    )
 
 
 def _add_location(parser: argparse.ArgumentParser) -> None:
@@ -299,6 +344,43 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
     with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
         store.revoke_key(args.name, time.time())
     print(f"Revoked {args.name}; requests with it now get 401.")
+    return 0
+
+
+def _run_hub_backup(args: argparse.Namespace) -> int:
+    from scaffold.hub.backup import backup, backup_into
+
+    if (args.dest is None) == (args.into is None):
+        raise ScaffoldError("give the backup's directory (DEST), or --into DIR for DIR/hub-<UTC time>")
+    if args.keep is not None and (args.into is None or args.keep < 1):
+        raise ScaffoldError("--keep N needs --into DIR and N of at least 1")
+    started = time.monotonic()
+    if args.into is not None:
+        made, pruned = backup_into(_hub_settings(args), args.into.expanduser().absolute(), args.keep)
+    else:
+        made, pruned = backup(_hub_settings(args), args.dest), []
+    print(f"Backed up the hub into {made.path} in {time.monotonic() - started:.1f} s: {made.summary()}.")
+    uncommitted = made.manifest["workspace"]["uncommitted"]
+    if uncommitted:
+        print(
+            f"Not in it: {uncommitted} uncommitted change(s) in the workspace (a backup holds git history)."
+        )
+    for old in pruned:
+        print(f"Deleted the old backup {old} (--keep {args.keep}).")
+    return 0
+
+
+def _run_hub_restore(args: argparse.Namespace) -> int:
+    from scaffold.hub.backup import restore
+
+    done = restore(_hub_settings(args), args.src, force=args.force)
+    print(f"Restored the backup {done.backup.path} of {done.backup.manifest['created_at']} "
+          f"(hub {done.backup.manifest['hub_version']}): {done.backup.summary()}.")  # fmt: skip
+    print(f"  database:  {done.database}")
+    print(f"  workspace: {done.workspace}")
+    for path in done.moved_aside:
+        print(f"  moved the previous data aside to {path}")
+    print("Start the hub to serve it; it upgrades an older schema on start.")
     return 0
 
 
