@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from scaffold.hub.app import create_app
 from scaffold.hub.auth import digest, new_key
@@ -360,7 +362,10 @@ def test_bad_arguments_are_tool_errors_that_say_what_is_wrong(hub: Hub) -> None:
             assert (await refused(client, "get_task", task_id=404))["code"] == "not_found"
             assert (await refused(client, "get_task", task_id=1.5))["code"] == "invalid_request"
             assert (await refused(client, "list_tasks", cursor="9" * 19))["code"] == "invalid_request"
-            assert (await refused(client, "no_such_tool"))["code"] == "not_found"
+            # an unknown tool is a protocol error (the MCP spec), not a tool error
+            with pytest.raises(MCPError, match="no tool 'no_such_tool'") as unknown:
+                await client.call_tool("no_such_tool", {})
+            assert unknown.value.code == INVALID_PARAMS
             task = (await call(client, "create_tasks", tasks=[{"title": "t", "instructions": "i"}]))["tasks"][
                 0
             ]
@@ -449,6 +454,7 @@ def test_reservations_guard_writes(hub: Hub) -> None:
         assert rest.get("/v1/reservations").json() == {"reservations": []}
 
 
+@pytest.mark.usefixtures("bubblewrap")
 def test_run_command(hub: Hub) -> None:
     async def scenario() -> None:
         async with connected(hub.url, hub.agent) as client:

@@ -6,9 +6,12 @@ request body the arguments are that body's schema (plus the task id of the path)
 the same validators, so both adapters take the same input and explain bad input the same way.
 
 A request is authenticated before the SDK sees it, with the REST API's keys and error shape
-(401 without or with a bad key). The key then travels with the request to the tool call, which
-checks the tool's role. A refusal, bad arguments and every hub error come back as a tool error
-(`isError`) carrying the hub's code and message, never as a crash of the call.
+(401 without or with a bad key). Its body is then read (within the body limit) and its JSON-RPC
+envelope checked (jsonrpc.py), so a malformed message gets a JSON-RPC error that says what is
+wrong and never reaches the SDK. The key travels with the request to the tool call, which checks
+the tool's role. An unknown tool is a JSON-RPC error (the MCP spec's protocol error); a refusal,
+bad arguments and every hub error come back as a tool error (`isError`) carrying the hub's code
+and message, so the model can correct itself, never as a crash of the call.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import mcp.types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from scaffold import __version__
@@ -37,9 +41,10 @@ from scaffold.hub import schemas as s
 from scaffold.hub.api import claimed, create_batch, message_view, status_view
 from scaffold.hub.api_exec import EXEC_FIELDS
 from scaffold.hub.auth import ROLE_RANK
-from scaffold.hub.errors import Forbidden, HubError, InvalidRequest, LeaseConflict, NotFound, StoreClosed
+from scaffold.hub.errors import Forbidden, HubError, InvalidRequest, LeaseConflict, StoreClosed
 from scaffold.hub.exec import execute
 from scaffold.hub.http import MAX_ID, _validated, error_response
+from scaffold.hub.jsonrpc import PATH, ExplainedParams, envelope_error, parsed, refused_request, replay
 from scaffold.hub.reservations import DEFAULT_TTL
 from scaffold.hub.reservations import view as reservation_view
 from scaffold.hub.store.base import TaskFilter
@@ -49,7 +54,6 @@ if TYPE_CHECKING:
     from scaffold.hub.app import Hub
 
 log = logging.getLogger("scaffold.hub")
-PATH = "/mcp"
 _KEY = "scaffold.api_key"  # where the ASGI wrapper leaves the caller's key in the request scope
 
 
@@ -143,7 +147,9 @@ async def set_plan(call: ToolCall) -> dict[str, Any]:
 
 
 async def create_tasks(call: ToolCall) -> dict[str, Any]:
-    tasks, created = create_batch(call.hub, call.args["tasks"], call.args.get("idempotency_key"), call.actor)
+    tasks, created = await create_batch(
+        call.hub, call.args["tasks"], call.args.get("idempotency_key"), call.actor
+    )
     return {"tasks": [task.public() for task in tasks], "created": created}
 
 
@@ -375,6 +381,7 @@ class McpEndpoint:
         self.server: Server[Any] = Server(
             "vps", version=__version__, on_list_tools=self.list_tools, on_call_tool=self.call_tool
         )
+        self.server.middleware.append(ExplainedParams())
         self.app: Starlette | None = None  # the SDK's app, while the hub's lifespan runs
 
     @contextlib.asynccontextmanager
@@ -398,7 +405,7 @@ class McpEndpoint:
                 self.app = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope)
+        request = Request(scope, receive)
         address = request.client.host if request.client else "unknown"
         try:
             key = self.hub.auth.authenticate(request.headers, address, "viewer")
@@ -408,8 +415,21 @@ class McpEndpoint:
         if self.app is None:
             await error_response(StoreClosed("MCP is served while the hub runs"))(scope, receive, send)
             return
+        refusal = refused_request(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        try:
+            body = await request.body()  # past the body limit: PayloadTooLarge, which BodyLimit answers
+        except ClientDisconnect:  # nobody to answer
+            return
+        message, refusal = parsed(body)
+        refusal = refusal or envelope_error(message)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         scope[_KEY] = key
-        await self.app(scope, receive, send)
+        await self.app(scope, replay(body, receive), send)
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -419,10 +439,10 @@ class McpEndpoint:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        tool = self.tools.get(params.name)
+        if tool is None:
+            raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}; tools/list names them")
         try:
-            tool = self.tools.get(params.name)
-            if tool is None:
-                raise NotFound(f"no tool {params.name!r}; tools/list names them")
             key = caller(ctx)
             if ROLE_RANK[key.role] < ROLE_RANK[tool.role]:
                 raise Forbidden(f"{tool.name} needs the {tool.role} role; key {key.name!r} is {key.role}")
