@@ -15,6 +15,11 @@ shared 2-core machine only the ratios hold:
 - a naive JSON-file queue (bench/jsonqueue.py: lock, read it all, pick, rewrite) at 10k tasks;
 - claims/s with a large queue vs a small one (8 clients, interleaved on two hubs);
 - claim latency p50/p99 with 32 clients; long-poll wake-up time; hub RSS with 32 long polls;
+- claim latency p99 (8 clients) with no event stream open vs 500 idle ones (viewer key, opened
+  from this process by bench/eventstreams.py), on a hub of its own, interleaved in rounds (the
+  median of the rounds' p99s): idle streams are parked beyond the newest event id, so they have
+  nothing to send while the claims run; also, in full runs and for information, 500 streams at
+  the head, which get every `task.claimed` event;
 - no task is ever claimed twice: ids from every response, then the databases (one
   `task.claimed` event per claimed task, and those are exactly the tasks in state `claimed`).
 
@@ -44,12 +49,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from eventstreams import Drained, EventStreams
 from hubprocess import BenchError, Hub, busy_cpu_seconds, load
 from jsonqueue import JsonQueue
 from loadclient import Job, Result
 from rawclaim import BARE_CLAIM, Rate, raw_database, task_text, time_statement, time_store
 
 import scaffold.hub.store.sqlite as sqlite_store
+from scaffold.hub.http import MAX_ID
 from scaffold.hub.store.sqlite import SQLiteStore
 
 CLIENTS = (1, 8, 32)
@@ -60,6 +67,8 @@ LARGE_VS_SMALL = 0.8
 P99_MS = 50.0
 WAKE_P50_MS = 20.0
 RSS_MB = 150.0
+IDLE_STREAMS_VS_NONE = 1.10
+STREAM_MODES = ("none", "idle", "live")
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,16 @@ class Sizes:
     wake_rounds: int = 20
     longpolls: int = 32
     quiet_wait: float = 120.0  # seconds, in all: waiting for other processes to go quiet
+    streams: int = 500
+    stream_rounds: int = 8
+    stream_claims: int = 1000  # per round and mode
+    stream_live: bool = True  # also the streams at the head (slow: each gets every claim's event)
 
 
 CI_SIZES = Sizes(
     tasks_large=20_000, json_claims=3, json_large_tasks=0, raw_tasks=20_000, raw_seconds=0.5, duration=1.5,
-    rounds=2, ratio_rounds=3, wake_rounds=10, quiet_wait=20.0,
+    rounds=2, ratio_rounds=3, wake_rounds=10, quiet_wait=20.0, stream_rounds=10, stream_claims=500,
+    stream_live=False,
 )  # fmt: skip
 
 
@@ -178,6 +192,10 @@ class Numbers:
     duplicates: int = 0
     claims_total: int = 0
     db_problems: list[str] = field(default_factory=list)
+    stream_latencies: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in STREAM_MODES})
+    stream_p99s: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in STREAM_MODES})
+    stream_cpu: dict[str, list[Rate]] = field(default_factory=lambda: {m: [] for m in STREAM_MODES})
+    stream_traffic: dict[str, Drained] = field(default_factory=lambda: {m: Drained() for m in STREAM_MODES})
 
 
 def keep(numbers: Numbers, result: Result, what: str) -> Result:
@@ -310,6 +328,54 @@ def measure(sizes: Sizes, work: Path, numbers: Numbers) -> None:
         numbers.claims_total += len(hub.claimed)
         numbers.duplicates += len(hub.claimed) - len(set(hub.claimed))
         numbers.db_problems += cross_check(hub) if hub.name != "minimal" else []
+
+
+def timed_load(hub: Hub, job: Job, what: str, numbers: Numbers) -> tuple[Result, float]:
+    """The job's result and the hub's CPU seconds during it."""
+    cpu = hub.cpu_seconds()
+    result = keep(numbers, load(hub, job), what)
+    return result, hub.cpu_seconds() - cpu
+
+
+def measure_streams(sizes: Sizes, work: Path, key: str, numbers: Numbers) -> None:
+    """Claim latency with no stream and `sizes.streams` idle ones (and live ones), interleaved."""
+    hub = Hub("streams", work, key)
+    try:
+        hub.register_workers(8)
+        status, body = hub.call("POST", "/v1/keys", {"name": "bench-viewer", "role": "viewer"})
+        if status != 201:
+            raise BenchError(f"create a viewer key: HTTP {status} {body}")
+        viewer = str(body["key"])
+        warm_up = 500
+        modes = STREAM_MODES if sizes.stream_live else STREAM_MODES[:2]
+        hub.create_tasks(warm_up + sizes.stream_rounds * len(modes) * sizes.stream_claims, 1)
+        job = Job(0, "", workers=tuple(hub.workers), max_requests=warm_up, duration=120.0)
+        keep(numbers, load(hub, job), "streams warm-up")
+        job = replace(job, max_requests=sizes.stream_claims)
+        log(f"{sizes.stream_rounds} rounds: {sizes.stream_claims} claims (8 clients) with "
+            f"{' / '.join(modes)} event streams ({sizes.streams})")  # fmt: skip
+        for number in range(sizes.stream_rounds):
+            shift = number % len(modes)
+            for mode in modes[shift:] + modes[:shift]:
+                wait_for_quiet(numbers, sizes.quiet_wait)
+                if mode == "none":
+                    result, cpu = timed_load(hub, job, "no streams", numbers)
+                else:
+                    after = MAX_ID if mode == "idle" else None
+                    with EventStreams(hub.port, viewer, sizes.streams, after) as streams:
+                        result, cpu = timed_load(hub, job, f"{mode} streams", numbers)
+                    traffic = numbers.stream_traffic[mode]
+                    traffic.events += streams.drained.events
+                    traffic.keepalives += streams.drained.keepalives
+                    traffic.bytes += streams.drained.bytes
+                numbers.stream_cpu[mode].append(Rate(result.claims, result.elapsed, cpu))
+                numbers.stream_latencies[mode].extend(result.latencies_ms)
+                numbers.stream_p99s[mode].append(percentile(result.latencies_ms, 0.99))
+    finally:
+        hub.stop()
+    numbers.claims_total += len(hub.claimed)
+    numbers.duplicates += len(hub.claimed) - len(set(hub.claimed))
+    numbers.db_problems += cross_check(hub)
 
 
 def cross_check(hub: Hub) -> list[str]:
@@ -464,6 +530,41 @@ def rows(sizes: Sizes, n: Numbers) -> Iterator[Row]:
     )
     peaks = ", ".join(f"{name} {mb:.0f}" for name, mb in n.peak_mb.items())
     yield "hub peak RSS (VmHWM) over the run, MB", peaks, "", None
+    # the median of the rounds' p99s: a burst of noise from another process spoils one round, not all
+    stream_p99 = {mode: median(p99s) for mode, p99s in n.stream_p99s.items()}
+    counts = {mode: len(latencies) for mode, latencies in n.stream_latencies.items()}
+    yield (
+        f"claim p99 (median of {len(n.stream_p99s['none'])} rounds), 8 clients, no event stream "
+        f"({counts['none']} claims)",
+        f"{stream_p99['none']:.1f} ms",
+        "",
+        None,
+    )
+    idle = n.stream_traffic["idle"]
+    yield (
+        f"claim p99, 8 clients, {sizes.streams} idle event streams ({counts['idle']} claims, "
+        f"{idle.events} events sent to the streams)",
+        f"{stream_p99['idle']:.1f} ms",
+        "",
+        None,
+    )
+    ratio = stream_p99["idle"] / stream_p99["none"] if stream_p99["none"] else 0.0
+    yield (
+        f"claim p99 with {sizes.streams} idle streams / with none",
+        f"{ratio:.3f}",
+        f"<= {IDLE_STREAMS_VS_NONE:.2f}",
+        bool(n.stream_latencies["idle"]) and 0 < ratio <= IDLE_STREAMS_VS_NONE and idle.events == 0,
+    )
+    cpu = f"{cpu_us(n.stream_cpu['none']):.0f} / {cpu_us(n.stream_cpu['idle']):.0f}"
+    yield f"hub CPU per claim, us, no / {sizes.streams} idle event streams (noise-proof view)", cpu, "", None
+    live = n.stream_traffic["live"]
+    if n.stream_latencies["live"]:
+        yield (
+            f"claim p99, {sizes.streams} live streams, each sent every claim ({live.events} events in all)",
+            f"{stream_p99['live']:.1f} ms",
+            "",
+            None,
+        )
     yield (
         f"duplicate claims in responses ({n.claims_total} claims)",
         str(n.duplicates),
@@ -522,6 +623,7 @@ def main() -> int:
     started = time.perf_counter()
     try:
         measure(sizes, work, numbers)
+        measure_streams(sizes, work, secrets.token_urlsafe(32), numbers)
     finally:
         if args.keep:
             log(f"kept {work}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Iterable
 
 
 class Signal:
@@ -21,16 +22,7 @@ class Signal:
     def notify(self) -> None:
         with self._lock:
             waiters, self._waiters = self._waiters, set()
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for waiter in waiters:
-            loop = waiter.get_loop()
-            if loop is current:
-                _wake(waiter)
-            elif not loop.is_closed():
-                loop.call_soon_threadsafe(_wake, waiter)
+        wake(waiters)
 
     async def wait(self, timeout: float) -> None:
         """Return when notified, or after `timeout` seconds."""
@@ -43,6 +35,20 @@ class Signal:
         finally:
             with self._lock:
                 self._waiters.discard(waiter)
+
+
+def wake(waiters: Iterable[asyncio.Future[None]]) -> None:
+    """Resolve each waiter on its own loop, from whichever thread this is called on."""
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    for waiter in waiters:
+        loop = waiter.get_loop()
+        if loop is current:
+            _wake(waiter)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_wake, waiter)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

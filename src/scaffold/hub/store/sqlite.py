@@ -115,6 +115,9 @@ class SQLiteStore(Store):
         # queued behind it, so a thread with its own connection does them instead.
         self._db.execute("PRAGMA wal_autocheckpoint = 0")
         self.on_commit: list[Callable[[], None]] = []
+        self.on_events: list[Callable[[Sequence[Event]], None]] = []
+        """Called with the events of each commit that appended some, in commit order."""
+        self._appended: list[Event] = []
         self._migrate()
         self._checkpointer = _Checkpointer(self.path)
 
@@ -154,12 +157,18 @@ class SQLiteStore(Store):
         with self._lock:
             db = self._conn
             db.execute("BEGIN IMMEDIATE")
+            self._appended = []
             try:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            appended, self._appended = self._appended, []
+            # Still under the lock, so listeners hear the events of concurrent commits in id order.
+            if appended:
+                for event_listener in self.on_events:
+                    event_listener(appended)
         for listener in self.on_commit:
             listener()
 
@@ -194,7 +203,9 @@ class SQLiteStore(Store):
             "INSERT INTO events (at, type, task_id, worker_id, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
             (now, event_type, task_id, worker_id, actor, json.dumps(data, separators=(",", ":"))),
         )
-        return Event(int(cursor.lastrowid or 0), now, event_type, task_id, worker_id, actor, dict(data))
+        event = Event(int(cursor.lastrowid or 0), now, event_type, task_id, worker_id, actor, dict(data))
+        self._appended.append(event)
+        return event
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -332,25 +343,27 @@ class SQLiteStore(Store):
                     ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
+            # Sets and one sorted executemany: a batch's edges cost O(E log E), not O(E x tasks).
+            new_ids = set(ids)
+            edges: list[tuple[int, int]] = []
             for index, task in enumerate(tasks):
                 deps = sorted({ids[refs[d]] if isinstance(d, str) else d for d in task.depends_on})
-                unmet = sum(1 for d in deps if d in ids or existing.get(d) != "done")
-                db.executemany(
-                    "INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
-                    [(ids[index], dep) for dep in deps],
-                )
+                unmet = sum(1 for d in deps if d in new_ids or existing.get(d) != "done")
+                edges.extend((dep, ids[index]) for dep in deps)
                 state = "ready" if unmet == 0 else "blocked"
                 db.execute(
                     "UPDATE tasks SET depends_on = ?, unmet = ?, state = ? WHERE id = ?",
                     (_json_list(deps), unmet, state, ids[index]),
                 )
                 self._event(db, "task.created", now, task_id=ids[index], actor=actor, state=state)
+            edges.sort()  # in primary-key order: each insert lands next to the previous one
+            db.executemany("INSERT INTO task_deps (depends_on, task_id) VALUES (?, ?)", edges)
             if idempotency is not None:
                 db.execute(
                     "INSERT INTO idempotency (key, request_hash, task_ids, created_at) VALUES (?, ?, ?, ?)",
                     (idempotency[0], idempotency[1], _json_list(ids), now),
                 )
-            return [self._task_by_id(db, task_id) for task_id in ids], True
+            return self._tasks_by_ids(db, ids), True
 
     def _dependency_states(self, db: sqlite3.Connection, tasks: Sequence[NewTask]) -> dict[int, str]:
         """States of the existing tasks the batch depends on; unknown or hopeless ones refused."""
@@ -370,6 +383,15 @@ class SQLiteStore(Store):
                         f"task {number} depends on task {dep}, which is {states[dep]} and can never finish"
                     )
         return states
+
+    def _tasks_by_ids(self, db: sqlite3.Connection, ids: Sequence[int]) -> list[Task]:
+        """The tasks, in the order of `ids`, read 500 at a time (SQLite's limit on parameters)."""
+        rows: dict[int, Task] = {}
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            query = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ({','.join('?' * len(part))})"
+            rows.update((task.id, task) for task in map(_task, db.execute(query, part)))
+        return [rows[task_id] for task_id in ids]
 
     def _task_by_id(self, db: sqlite3.Connection, task_id: int) -> Task:
         row = db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -579,6 +601,16 @@ class SQLiteStore(Store):
             return self._task_by_id(db, task_id)
 
     def reap(self, now: float) -> list[Task]:
+        # Runs every second: a read through the two expiry indexes first, so a pass with nothing
+        # to reap takes no write lock and commits nothing.
+        with self._read() as db:
+            due = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'claimed' AND lease_expires_at < ?) "
+                "OR EXISTS (SELECT 1 FROM reservations WHERE expires_at <= ?)",
+                (now, now),
+            ).fetchone()[0]
+        if not due:
+            return []
         with self._write() as db:
             expired = db.execute(
                 "SELECT id, worker_id FROM tasks WHERE state = 'claimed' AND lease_expires_at < ?",
