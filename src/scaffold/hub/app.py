@@ -30,6 +30,7 @@ from scaffold.hub.exec import Executor
 from scaffold.hub.files import Workspace
 from scaffold.hub.gitwork import GitError, GitWorkspace
 from scaffold.hub.http import BodyLimit, openapi, route
+from scaffold.hub.jsonrpc import http_error
 from scaffold.hub.mcp import McpEndpoint
 from scaffold.hub.messages import Messages
 from scaffold.hub.reservations import Reservations
@@ -70,17 +71,18 @@ class Hub:
             max_wait_seconds=settings.max_wait_seconds,
         )
         reservations = Reservations(store, clock, settings.workspace)
+        queue = Queue(store, clock, queue_settings, Signal())
         return cls(
             store=store,
             settings=settings,
             clock=clock,
-            queue=Queue(store, clock, queue_settings, Signal()),
-            workers=Workers(store, clock, settings.roles, settings.worker_lost_seconds),
+            queue=queue,
+            workers=Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting),
             messages=Messages(store, clock),
             auth=Authenticator(store),
-            bus=EventBus(),
+            bus=EventBus(store.last_event_id()),
             git=GitWorkspace(settings.workspace),
-            executor=Executor(settings.workspace, settings.exec_max_output_bytes),
+            executor=Executor.configured(settings),
             reservations=reservations,
             workspace=Workspace.build(store, settings, clock, reservations),
             openapi=openapi(ENDPOINTS, __version__, COMPONENTS),
@@ -119,15 +121,16 @@ class Hub:
 
 def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) -> Starlette:
     hub = Hub.build(store, settings, clock)
-    listeners = getattr(store, "on_commit", None)
+    listeners = getattr(store, "on_events", None)  # commits that append no event wake no stream
     if isinstance(listeners, list):
-        listeners.append(hub.bus.notify)
+        listeners.append(hub.bus.publish)
     store.sync_config_keys(settings.keys, clock())
     mcp = McpEndpoint(hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await _ensure_workspace(hub)
+        await hub.executor.start()
         reaper = asyncio.create_task(_reap_forever(hub))
         try:
             async with mcp.running():
@@ -145,7 +148,7 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
     )
     app.state.hub = hub
     app.router.redirect_slashes = False  # /v1/tasks/ is a 404 in the JSON shape, not a redirect
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=http_error)
     return app
 
 
@@ -164,7 +167,8 @@ async def _reap_forever(hub: Hub) -> None:
     while True:
         await asyncio.sleep(hub.settings.reap_interval_seconds)
         try:
-            for task in hub.queue.reap():
+            # in a thread: a task batch may hold the store's lock for a tenth of a second
+            for task in await asyncio.to_thread(hub.queue.reap):
                 log.info("task %s: lease expired, now %s", task.id, task.state)
         except Exception:  # a bad moment must not end the reaper
             log.exception("the lease reaper failed; retrying")

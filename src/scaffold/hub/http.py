@@ -7,7 +7,9 @@ fastjsonschema) and generates the OpenAPI document, so the API reference cannot 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import json.scanner
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +40,10 @@ MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in a path is simply not foun
 # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses or reads.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+JSON_IN_THREAD_BYTES = 64 * 1024
+"""Bodies larger than this are parsed and validated in a worker thread: for a 10 MiB body that
+takes a few hundred ms, which every other request would wait for on the event loop."""
 
 
 @dataclass
@@ -83,6 +89,24 @@ class Endpoint:
     raw_body: bool = False  # the body is bytes (application/octet-stream), given as is in `call.body`
 
 
+def dumps_sharing_gil(value: Any, *, sort_keys: bool = False, ensure_ascii: bool = False) -> str:
+    """JSON text as JSONResponse writes it, made by json's pure-Python encoder.
+
+    For a large value in a worker thread: the C encoder writes a whole document in one call that
+    holds the GIL (tens of ms for a few MB), which stops the event loop as surely as running on it.
+    """
+    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=False, separators=(",", ":"),
+                               sort_keys=sort_keys)  # fmt: skip
+    return "".join(encoder.iterencode(value))  # not one-shot: the pure-Python generator
+
+
+class LargeJSONResponse(JSONResponse):
+    """A JSONResponse to build in a worker thread (see dumps_sharing_gil)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps_sharing_gil(content).encode("utf-8")
+
+
 def error_response(error: HubError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequests) else None
     return JSONResponse(
@@ -108,7 +132,7 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
             if endpoint.raw_body:
                 body = await _read_bytes(request)
             elif validate_body is not None:
-                body = _validated(validate_body, await _read_json(request), "body")
+                body = await _read_json(request, validate_body)
             return await endpoint.handler(Call(hub, request, key, body, query, ids))
         except HubError as error:
             return error_response(error)
@@ -123,21 +147,44 @@ async def _read_bytes(request: Request) -> bytes:
         raise HubError("the client closed the connection before sending the whole body") from None
 
 
-async def _read_json(request: Request) -> Any:
+async def _read_json(request: Request, validate: Callable[[Any], Any]) -> Any:
+    """The body parsed and validated; a large one in a worker thread, off the event loop."""
     raw = await _read_bytes(request)
+    if len(raw) > JSON_IN_THREAD_BYTES:
+        return await asyncio.to_thread(_parsed, raw, validate, _yielding_decoder())
+    return _parsed(raw, validate, _DECODER)
+
+
+def _yielding_decoder() -> json.JSONDecoder:
+    """A decoder that shares the GIL while it parses.
+
+    json's C scanner parses a whole document in one call that holds the GIL (~15-70 ms per MB),
+    so even in a worker thread it stops the event loop. Its pure-Python scanner is slower but runs
+    as bytecode, which hands the GIL over every switch interval; strings are still read by the C
+    function, one string per call (the pure-Python one holds the GIL longer on a long string).
+    """
+    decoder = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_number)
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+    return decoder
+
+
+def _parsed(raw: bytes, validate: Callable[[Any], Any], decoder: json.JSONDecoder) -> Any:
     if not raw.strip():
         raise MalformedJSON("the request body is empty; send a JSON object")
     try:
-        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_number)
-        # A \ud800 escape parses to a lone surrogate, which no UTF-8 store can hold.
-        json.dumps(value, ensure_ascii=False).encode()
+        value = decoder.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        # A \ud800 escape parses to a lone surrogate, which no UTF-8 store can hold. Looking for
+        # one costs as much as the parse, so only a body that may hold one (UTF-8 with a
+        # surrogate escape, or another encoding) is looked through.
+        if json.detect_encoding(raw) != "utf-8" or _SURROGATE_ESCAPE.search(raw):
+            json.dumps(value, ensure_ascii=False).encode()
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise MalformedJSON(f"the request body is not valid JSON: {error}") from None
     except UnicodeEncodeError:
         raise MalformedJSON("the request body holds a lone surrogate (\\ud800-\\udfff) in a string") from None
     except RecursionError:
         raise MalformedJSON("the request body nests arrays or objects too deeply") from None
-    return value
+    return _validated(validate, value, "body")
 
 
 def _number(text: str) -> int | float:
@@ -151,6 +198,10 @@ def _not_a_number(name: str) -> Any:
     # Python's json reads NaN and Infinity, which JSON does not have; NaN passes every
     # minimum/maximum check (a claim's `wait: NaN` would wait forever).
     raise MalformedJSON(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_number)
+"""For small bodies, on the event loop: the C scanner."""
 
 
 def _body_validator(schema: dict[str, Any]) -> Callable[[Any], Any]:
@@ -236,12 +287,23 @@ def _coerce(name: str, text: str, schema: Mapping[str, Any]) -> Any:
     return text
 
 
-class BodyLimit:
-    """Refuses bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+Render = Callable[[Scope, HubError], Response]
+"""How an error met before routing is answered on a path."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyLimit:
+    """Refuses bodies over `max_bytes` with 413, by Content-Length or while streaming.
+
+    Past the limit, receive() raises PayloadTooLarge in whatever app is reading: the REST routes
+    answer it as any HubError, and when an app lets it out (the MCP endpoint does, and the SDK
+    would) it is answered here, so no body limit is ever a 500. `render` gives each path its
+    error shape (JSON-RPC on /mcp).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, render: Render | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.render: Render = render or (lambda scope, error: error_response(error))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -251,12 +313,14 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
-                    await MalformedHeader()(scope, receive, send)
+                    error = HubError("the Content-Length header is not a number")
+                    await self.render(scope, error)(scope, receive, send)
                     return
                 if len(value) > 19 or int(value) > self.max_bytes:  # int() refuses 4300+ digits
-                    await error_response(too_large)(scope, receive, send)
+                    await self.render(scope, too_large)(scope, receive, send)
                     return
         seen = 0
+        answering = False
 
         async def counted() -> Message:
             nonlocal seen
@@ -266,13 +330,21 @@ class BodyLimit:
                 raise too_large
             return message
 
-        await self.app(scope, counted, send)
+        async def sent(message: Message) -> None:
+            nonlocal answering
+            answering = answering or message["type"] == "http.response.start"
+            await send(message)
 
-
-class MalformedHeader:
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = HubError("the Content-Length header is not a number")
-        await error_response(error)(scope, receive, send)
+        try:
+            await self.app(scope, counted, sent)
+        except PayloadTooLarge as error:
+            if error is not too_large:
+                raise
+            if answering:  # too late for a status; the connection just ends
+                log.warning("%s %s: the body passed %d bytes after the answer began",
+                            scope["method"], scope["path"], self.max_bytes)  # fmt: skip
+                return
+            await self.render(scope, too_large)(scope, receive, send)
 
 
 def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any]) -> dict[str, Any]:

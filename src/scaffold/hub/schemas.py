@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scaffold.hub.tasks import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
 from scaffold.hub.types import TASK_STATES
 
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
@@ -42,10 +43,12 @@ NEW_TASK = obj(
     depends_on=described(
         {
             "type": "array",
-            "maxItems": 1000,
+            "maxItems": MAX_DEPENDENCIES,
             "items": {"anyOf": [ID, {"type": "string", "minLength": 1, "maxLength": 100}]},
         },
-        "ids of existing tasks, or refs of tasks in the same batch; ready when all are done",
+        f"ids of existing tasks, or refs of tasks in the same batch; ready when all are done. At most "
+        f"{MAX_DEPENDENCIES} per task, and {MAX_BATCH_DEPENDENCIES:,} in all the tasks of one request "
+        "(more is refused with 422)",
     ),
     ref=described(
         {"type": "string", "minLength": 1, "maxLength": 100}, "a name other tasks of the batch can depend on"
@@ -66,7 +69,11 @@ CREATE_TASKS = {
     "oneOf": [
         obj(
             ["tasks"],
-            tasks={"type": "array", "minItems": 1, "maxItems": 1000, "items": NEW_TASK},
+            tasks=described(
+                {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": NEW_TASK},
+                f"at most {MAX_BATCH} tasks, naming at most {MAX_BATCH_DEPENDENCIES:,} dependencies in all; "
+                "created together in one transaction, or none of them",
+            ),
             idempotency_key=IDEMPOTENCY_KEY,
         ),
         {**NEW_TASK, "properties": {**NEW_TASK["properties"], "idempotency_key": IDEMPOTENCY_KEY}},
@@ -175,11 +182,13 @@ TASKS_PAGE = obj(["tasks", "next_cursor"], tasks={"type": "array", "items": TASK
 BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
 WORKER = ref("Worker")
 SESSION = obj(
-    ["worker", "tasks", "idle_timeout_seconds"],
+    ["worker", "tasks", "idle_timeout_seconds", "heartbeat_seconds"],
     worker=WORKER,
     tasks={"type": "array", "items": TASK},
     idle_timeout_seconds=described({"type": "number"}, "[queue] idle_timeout_minutes in seconds: "
                                    "after this long without a task the Stop hook lets a worker go"),
+    heartbeat_seconds=described({"type": "number"}, "[queue] heartbeat_seconds: how often the "
+                                "PostToolUse hook renews the session's leases"),
 )  # fmt: skip
 MESSAGES_PAGE = obj(["messages", "next_cursor"],
                     messages={"type": "array", "items": ref("Message")},
