@@ -101,9 +101,10 @@ def _wait_for(condition: Any, deadline: float, what: str) -> None:
 
 def test_sigkill_mid_load_loses_no_task_and_completes_none_twice(tmp_path: Path) -> None:
     key = secrets.token_urlsafe(32)
-    # Short leases and a fast reaper so the claims the crash orphans come back quickly; attempts
-    # to spare, since a lease that expires across the crash costs one.
-    queue = {"lease_seconds": 2, "reap_interval_seconds": 0.2, "max_attempts": 10}
+    # Short leases (renewed every second, as the hub then tells the hooks) and a fast reaper so
+    # the claims the crash orphans come back quickly; attempts to spare, since a lease that
+    # expires across the crash costs one.
+    queue = {"lease_seconds": 2, "heartbeat_seconds": 1, "reap_interval_seconds": 0.2, "max_attempts": 10}
     config = write_config(tmp_path, keys=[("load", "admin", key)], queue=queue)
     data_dir = tmp_path / "hub-data"
     port = free_port()

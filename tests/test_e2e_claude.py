@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,13 +137,19 @@ def finish(process: subprocess.Popen[str]) -> Finished:
 
 @pytest.fixture
 def team(tmp_path: Path, claude_bin: Path) -> Iterator[Team]:
+    with team_of(tmp_path, claude_bin) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def team_of(tmp_path: Path, claude_bin: Path, queue: dict[str, float] | None = None) -> Iterator[Team]:
     port = free_port()
     project = render(tmp_path / "project", save_key=True, hub_url=f"http://127.0.0.1:{port}")
     assert project.key is not None
     home = trusting_home(tmp_path, project.dest)
     hub_dir = tmp_path / "hub"
     hub_dir.mkdir()
-    config = write_config(hub_dir, keys=[("team", "agent", project.key)])
+    config = write_config(hub_dir, keys=[("team", "agent", project.key)], queue=queue)
     made = Team(claude_bin, project.dest, project.key, home, config, port)
     with running_hub(config, port=port) as hub:
         made.hub = hub
@@ -362,3 +369,75 @@ def test_session_start_after_resume_gives_a_worker_back_its_task(team: Team) -> 
     assert model.errors == []
     assert team.task(made["id"])["state"] == "done"
     assert (team.workspace / "resumed.txt").read_text() == "again\n"
+
+
+# -- liveness -----------------------------------------------------------------------------------
+
+LOST = 30.0  # the hub's worker_lost_seconds in the liveness test: the least it accepts
+BEAT = 15.0  # the hooks' LIVENESS_SECONDS
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """The command lines of live processes that name `text` (the hooks of one project)."""
+    found_lines = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state not in ("Z", "X"):
+            found_lines.append(cmdline)
+    return found_lines
+
+
+def test_a_thinking_worker_stays_alive_and_a_killed_one_is_lost_within_the_bound(
+    tmp_path: Path, claude_bin: Path
+) -> None:
+    """Dead from idle: while the model thinks past the bound with no tool call, the session's
+    watcher keeps the worker alive; once its `claude` is SIGKILLed while the Stop hook waits for
+    work, the worker shows as lost within worker_lost_seconds + one beat, and nothing of the
+    session (watcher, hook) is left running."""
+    with team_of(tmp_path, claude_bin, queue={"worker_lost_seconds": LOST}) as team:
+        team.idle_minutes(30)  # the Stop hook would wait for work for half an hour
+        registered, thought = threading.Event(), threading.Event()
+
+        def worker(turn: Turn) -> Step:
+            if turn.result is None and "workers register --session" in turn.text:
+                return Call("Bash", {"command": found(REGISTER, turn.text), "description": "Register"})
+            if turn.result is not None and turn.result[0] == "Bash" and not thought.is_set():
+                registered.set()
+                time.sleep(LOST + 10)  # a long think: no tool call, no claim
+                thought.set()
+            return End("Waiting for work.")
+
+        model = FakeModel(worker)
+        with serving(model.app) as api:
+            process = team.start("/worker backend", model, api)
+            try:
+                assert registered.wait(120), "the worker did not register"
+                statuses = []
+                while not thought.is_set():
+                    statuses += [w["status"] for w in team.workers()]
+                    assert process.poll() is None
+                    time.sleep(2)
+                assert statuses and set(statuses) == {"idle"}, statuses  # never lost while thinking
+                assert processes_mentioning("session-watch.py"), "no watcher runs for the session"
+                time.sleep(3)  # the turn ends and the Stop hook waits for work
+                assert [w["status"] for w in team.workers()] == ["idle"]
+                assert processes_mentioning(str(team.project / ".claude/hooks/worker-stop-check.py"))
+                process.kill()
+                killed = time.monotonic()
+                while team.workers()[0]["status"] != "lost":
+                    assert time.monotonic() - killed < LOST + BEAT + 5, "the killed worker is not lost"
+                    time.sleep(0.5)
+                seen_lost = time.monotonic() - killed
+            finally:
+                process.kill()
+                process.communicate()
+        leftovers = processes_mentioning(str(team.project))
+        assert leftovers == [], leftovers
+        assert seen_lost >= LOST - BEAT - 1  # lost because it went quiet, not sooner
+    assert model.errors == []

@@ -359,3 +359,75 @@ def test_each_hook_imports_only_the_standard_library_and_the_client(name: str) -
     assert imported, "no imports found: the check would prove nothing"
     allowed = sys.stdlib_module_names | {"hooklib", "vps"}
     assert imported <= allowed, sorted(imported - allowed)
+
+
+# -- the session's watcher --------------------------------------------------------------------
+
+
+def watchers_of(session: str) -> list[int]:
+    """Pids of the live watcher processes of a session (found by their command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0] if argv else "X"
+        except OSError:
+            continue
+        if b"session-watch.py" in b" ".join(argv) and session.encode() in argv and state not in "ZX":
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_until(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.1)
+
+
+def test_a_worker_session_gets_one_watcher_that_beats_while_its_claude_lives(
+    hub: HubProcess, state_dir: Path
+) -> None:
+    session, worker_id, _ = new_worker(hub)
+    claude = subprocess.Popen(["sleep", "120"])  # stands in for the session's Claude Code process
+    try:
+        event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Bash"}
+        before = worker(hub, worker_id)["last_seen"]
+        time.sleep(0.05)
+        ran = run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, CLAUDE_PID=str(claude.pid))
+        assert (ran.code, ran.answer) == (0, None)
+        wait_until(lambda: len(watchers_of(session)) == 1, 10, "the watcher starts")
+        touched = worker(hub, worker_id)["last_seen"]
+        assert touched > before
+        wait_until(lambda: worker(hub, worker_id)["last_seen"] > touched, 10, "the watcher's first beat")
+        for _ in range(2):  # more hooks of the same session start no second watcher
+            run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, CLAUDE_PID=str(claude.pid),
+                     VPS_HEARTBEAT_SECONDS="0")  # fmt: skip
+            run_hook("session-start.py", {**event, "hook_event_name": "SessionStart"}, url=hub.url,
+                     state_dir=state_dir, CLAUDE_PID=str(claude.pid))  # fmt: skip
+        time.sleep(0.5)
+        assert len(watchers_of(session)) == 1
+    finally:
+        claude.kill()
+        claude.wait()
+    wait_until(lambda: watchers_of(session) == [], 5, "the watcher ends with its Claude Code process")
+
+
+def test_no_watcher_without_the_claude_process_or_for_a_session_that_is_no_worker(
+    hub: HubProcess, state_dir: Path
+) -> None:
+    session, _, _ = new_worker(hub)
+    event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Bash"}
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, CLAUDE_PID=str(gone.pid))
+    run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, VPS_HEARTBEAT_SECONDS="0")
+    stranger = {**event, "session_id": new_session()}
+    claude = subprocess.Popen(["sleep", "60"])
+    try:
+        run_hook("heartbeat.py", stranger, url=hub.url, state_dir=state_dir, CLAUDE_PID=str(claude.pid))
+        time.sleep(1)
+        assert watchers_of(session) == [] and watchers_of(stranger["session_id"]) == []
+    finally:
+        claude.kill()
+        claude.wait()

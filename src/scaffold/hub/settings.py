@@ -20,12 +20,9 @@ KEY_NAME = re.compile(KEY_NAME_SCHEMA["pattern"])
 KEY_NAME_RULE = "use letters, digits, . _ - (at most 64, starting with a letter or digit)"
 SANDBOXES = ("bubblewrap", "none")
 
-# The hooks' rhythms, which the queue's timeouts must fit (the template's hooks hold the same
-# numbers; tests/test_liveness.py checks they agree):
-HOOK_HEARTBEAT_SECONDS = 30.0
-"""The PostToolUse hook renews a worker's leases at most this often."""
 LIVENESS_BEAT_SECONDS = 15.0
-"""A worker session's watcher tells the hub it is alive this often."""
+"""A worker session's watcher tells the hub it is alive this often (the template's hooks hold the
+same number; tests/test_liveness.py checks they agree)."""
 
 
 class ConfigError(ScaffoldError):
@@ -42,9 +39,13 @@ class HubSettings:
     max_file_bytes: int = 10 * 1024 * 1024
     grep_max_bytes: int = 64 * 1024 * 1024
     lease_seconds: float = 300.0
+    heartbeat_seconds: float = 30.0
+    """How often the PostToolUse hook renews a working session's leases (the hooks read it from
+    GET /v1/session), so a lease must outlast two of these."""
     max_attempts: int = 3
     idle_timeout_minutes: float = 10.0
-    worker_lost_seconds: float = 3 * LIVENESS_BEAT_SECONDS
+    worker_lost_seconds: float = 40.0
+    """Two missed beats and some slack: a dead session shows as lost within this + one beat (55 s)."""
     max_wait_seconds: float = 600.0
     reap_interval_seconds: float = 1.0
     exec_enabled: bool = True
@@ -73,10 +74,10 @@ class HubSettings:
         test may still build a hub with a one-second lease).
         """
         rules = [
-            (self.lease_seconds >= 2 * HOOK_HEARTBEAT_SECONDS,
-             f"queue.lease_seconds = {self.lease_seconds:g} is shorter than the hooks can renew: a worker's "
-             f"leases are renewed at most every {HOOK_HEARTBEAT_SECONDS:g} s, so a lease needs at least "
-             f"{2 * HOOK_HEARTBEAT_SECONDS:g} s (two renewals)"),
+            (self.lease_seconds >= 2 * self.heartbeat_seconds,
+             f"queue.lease_seconds = {self.lease_seconds:g} is shorter than the hooks can renew: they renew "
+             f"a worker's leases at most every queue.heartbeat_seconds = {self.heartbeat_seconds:g} s, so a "
+             f"lease needs at least {2 * self.heartbeat_seconds:g} s (two renewals)"),
             (self.reap_interval_seconds < self.lease_seconds,
              f"queue.reap_interval_seconds = {self.reap_interval_seconds:g} must be shorter than "
              f"queue.lease_seconds = {self.lease_seconds:g}, or expired leases wait a whole lease to return"),
@@ -104,6 +105,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("workspace", "max_file_bytes"): ("max_file_bytes", int),
     ("workspace", "grep_max_bytes"): ("grep_max_bytes", int),
     ("queue", "lease_seconds"): ("lease_seconds", (int, float)),
+    ("queue", "heartbeat_seconds"): ("heartbeat_seconds", (int, float)),
     ("queue", "max_attempts"): ("max_attempts", int),
     ("queue", "idle_timeout_minutes"): ("idle_timeout_minutes", (int, float)),
     ("queue", "worker_lost_seconds"): ("worker_lost_seconds", (int, float)),
@@ -119,10 +121,10 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "cpu_seconds"): ("exec_cpu_seconds", int),
     ("exec", "max_concurrent"): ("exec_max_concurrent", int),
 }
-_POSITIVE = {"port", "max_body_bytes", "lease_seconds", "max_attempts", "worker_lost_seconds",
-             "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes", "max_file_bytes",
-             "grep_max_bytes", "exec_max_processes", "exec_max_memory_mb", "exec_cpu_seconds",
-             "exec_max_concurrent"}  # fmt: skip
+_POSITIVE = {"port", "max_body_bytes", "lease_seconds", "heartbeat_seconds", "max_attempts",
+             "worker_lost_seconds", "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes",
+             "max_file_bytes", "grep_max_bytes", "exec_max_processes", "exec_max_memory_mb",
+             "exec_cpu_seconds", "exec_max_concurrent"}  # fmt: skip
 
 
 def load_settings(config: Path | None) -> HubSettings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 from scaffold.hub.errors import InvalidRequest, LeaseConflict, NotFound
@@ -18,11 +18,13 @@ class Workers:
         clock: Clock,
         roles: Mapping[str, Sequence[str]],
         lost_after_seconds: float,
+        waiting: Container[int] = frozenset(),
     ) -> None:
         self.store = store
         self.clock = clock
         self.roles = roles
         self.lost_after_seconds = lost_after_seconds
+        self.waiting = waiting
 
     def register(self, session_id: str, role: str, capabilities: Sequence[str] | None) -> Worker:
         """Register a session as a worker; the role's tags from hub.toml unless `capabilities`."""
@@ -47,9 +49,11 @@ class Workers:
         return self.store.stop_worker(worker_id, self.clock())
 
     def status(self, worker: Worker) -> str:
+        """`lost` when the worker was not heard from (a heartbeat or a claim) for
+        `lost_after_seconds` and no claim of its waits right now; see docs/queue.md "Liveness"."""
         if worker.stopped_at is not None:
             return "stopped"
-        if self.clock() - worker.last_seen > self.lost_after_seconds:
+        if self.clock() - worker.last_seen > self.lost_after_seconds and worker.id not in self.waiting:
             return "lost"
         return "active" if worker.current_task is not None else "idle"
 

@@ -8,7 +8,7 @@ session when the hub cannot be asked (the Stop hook reports that).
 
 from __future__ import annotations
 
-from hooklib import HubError, answer, client, read_event, session_id, task_text
+from hooklib import HubError, answer, client, read_event, session_id, task_text, watch
 
 
 def main() -> None:
@@ -23,6 +23,7 @@ def main() -> None:
     if mine is None or mine["worker"]["status"] == "stopped":
         answer()
     worker = mine["worker"]
+    watch(event, session, worker["id"])
     lines = [
         f"This session is vps worker {worker['id']}, role {worker['role']} (capabilities: "
         f"{', '.join(worker['capabilities']) or '-'}). Read .claude/WORKER_CLAUDE.md again, your role's "

@@ -24,7 +24,20 @@ import os
 import time
 from typing import Any, NoReturn
 
-from hooklib import HubError, State, answer, client, hub_trouble, read_event, session_id, setting, task_text
+from hooklib import (
+    LIVENESS_SECONDS,
+    ClaudeProcess,
+    HubError,
+    State,
+    answer,
+    client,
+    hub_trouble,
+    read_event,
+    session_id,
+    setting,
+    task_text,
+    watch,
+)
 
 DEFAULT_IDLE_SECONDS = 600.0
 MAX_REASON = 9000  # Claude Code cuts hook output past 10,000 characters
@@ -70,6 +83,7 @@ def main() -> None:
     if mine is None or mine["worker"]["status"] == "stopped":
         answer()
     worker, state = mine["worker"], State(session)
+    watch(event, session, worker["id"])
     if not event.get("stop_hook_active"):
         state.data["blocks"] = 0  # a new prompt: Claude Code's count starts again too
     cap = int(os.environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP") or 8)
@@ -87,9 +101,14 @@ def main() -> None:
     limit = idle_seconds(float(mine.get("idle_timeout_seconds") or DEFAULT_IDLE_SECONDS))
     began = time.monotonic()
     deadline = began + max(0.0, min(options.wait, limit - worker["idle_seconds"]))
+    claude = ClaudeProcess.of_session()
     try:
         while True:
-            left = max(0.0, deadline - time.monotonic())
+            # In rounds of LIVENESS_SECONDS: a hook whose session was killed must not go on
+            # waiting (nor take a task), or the hub would take its open claim for a live worker.
+            if claude is not None and not claude.alive():
+                answer()
+            left = max(0.0, min(deadline - time.monotonic(), LIVENESS_SECONDS))
             task = hub.claim(worker["id"], wait=left)
             if task is not None:
                 block(state, handed(task))
