@@ -36,11 +36,15 @@ Schema = dict[str, Any]
 
 # What each [queue] setting of hub.toml means; a setting missing here stops the generator.
 QUEUE_SETTINGS = {
-    "lease_seconds": "how long a claim or a heartbeat holds a task before the reaper may take it back",
+    "lease_seconds": "how long a claim or a heartbeat holds a task before the reaper may take it back; "
+    "at least two `heartbeat_seconds`",
+    "heartbeat_seconds": "how often the PostToolUse hook renews a working session's leases (the hooks "
+    "read it from `GET /v1/session`)",
     "max_attempts": "attempts (failures and expired leases) a task gets unless it sets its own",
     "idle_timeout_minutes": "how long an idle worker's Stop hook waits before it lets the worker "
     "stop (the hub itself does not act on it)",
-    "worker_lost_seconds": "a worker not heard from for this long shows as `lost`",
+    "worker_lost_seconds": "a worker not heard from (no heartbeat, no waiting claim) for this long shows "
+    "as `lost`; at least 30 (two beats of the session's watcher)",
     "max_wait_seconds": "the longest a claim long-polls; a larger `wait` is cut to this",
     "reap_interval_seconds": "how often the reaper looks for expired leases",
 }
@@ -248,10 +252,46 @@ def queue_settings(doc: Schema) -> str:
     return table(["`[queue]` setting", "default", "meaning"], rows)
 
 
+# -- docs/security.md ----------------------------------------------------------------------------
+
+# What each [exec] setting of hub.toml means; a setting missing here stops the generator.
+EXEC_SETTINGS = {
+    "enabled": "`false` refuses every command with 403 `disabled`",
+    "timeout_seconds": "the longest a command may run (and the default): then its processes get "
+    "SIGTERM, and SIGKILL 2 s later",
+    "max_output_bytes": "of stdout and of stderr kept each; the rest is read and dropped",
+    "sandbox": '`"bubblewrap"`, or `"none"` to accept running commands as the hub\'s user',
+    "network": "`true` lets commands use the network (the host's); else they have none, not even "
+    "loopback",
+    "max_processes": "processes and threads of one command (a pids cgroup where one can be made; "
+    "else RLIMIT_NPROC, shared by the hub user's commands)",
+    "max_memory_mb": "RLIMIT_DATA of each process: its private writable memory",
+    "cpu_seconds": "RLIMIT_CPU of each process: SIGXCPU, then SIGKILL",
+    "max_concurrent": "commands running at once; one more gets 429 with `Retry-After`",
+}
+
+
+def security_roles(doc: Schema) -> str:
+    rows = []
+    for rank in ROLE_RANK:
+        routes = [f"`{e.method} {e.path}`" for e in ENDPOINTS if e.role == rank]
+        rows.append([f"`{rank}`", ", ".join(routes)])
+    return table(["role", "what it adds to the role before it"], rows)
+
+
+def exec_settings(doc: Schema) -> str:
+    shown = {f.name: f"{f.default:g}" if isinstance(f.default, float) else json.dumps(f.default)
+             for f in fields(HubSettings) if f.name.startswith("exec_")}  # fmt: skip
+    rows = [[f"`{key}`", shown[name], EXEC_SETTINGS[key]]
+            for (section, key), (name, _) in _FIELDS.items() if section == "exec"]  # fmt: skip
+    return table(["`[exec]` setting", "default", "meaning"], rows)
+
+
 BLOCKS: dict[str, dict[str, Callable[[Schema], str]]] = {
     "api.md": {"auth": api_auth, "overview": api_overview, "endpoints": api_endpoints,
                "errors": api_errors, "schemas": api_schemas},
     "queue.md": {"diagram": queue_diagram, "transitions": queue_transitions, "settings": queue_settings},
+    "security.md": {"auth": api_auth, "roles": security_roles, "exec-settings": exec_settings},
 }  # fmt: skip
 
 
