@@ -261,8 +261,7 @@ EXEC_SETTINGS = {
     "SIGTERM, and SIGKILL 2 s later",
     "max_output_bytes": "of stdout and of stderr kept each; the rest is read and dropped",
     "sandbox": '`"bubblewrap"`, or `"none"` to accept running commands as the hub\'s user',
-    "network": "`true` lets commands use the network (the host's); else they have none, not even "
-    "loopback",
+    "network": "`true` lets commands use the network (the host's); else they have none, not even loopback",
     "max_processes": "processes and threads of one command (a pids cgroup where one can be made; "
     "else RLIMIT_NPROC, shared by the hub user's commands)",
     "max_memory_mb": "RLIMIT_DATA of each process: its private writable memory",
