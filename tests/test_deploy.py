@@ -24,15 +24,10 @@ import pytest
 
 from scaffold.deploy import DeployError, build_wheel, wait_healthy
 from tests.conftest import ANSWER_SETS, REPO, render
+from tests.conftest import require_tool as tool
 from tests.hubproc import free_port
 
 RUN_TIMEOUT = 600.0  # seconds for one bootstrap or deploy: a first install downloads the hub's deps
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    assert found, f"{name} is not installed: .ci/run installs it (Debian package)"
-    return found
 
 
 @pytest.fixture(scope="module")

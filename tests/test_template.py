@@ -17,7 +17,7 @@ import yaml
 
 from scaffold.render import bundled_template
 from scaffold.wizard import NewProject
-from tests.conftest import SETTINGS_SCHEMA, git, render
+from tests.conftest import git, render
 
 EXPECTED_FILES = [
     "CLAUDE.md",
@@ -85,12 +85,10 @@ def test_no_jinja_and_no_placeholders_are_left(rendered: NewProject) -> None:
             assert not re.search(r"\b(TODO|TBD|FIXME|XXX)\b", text), f"placeholder in {path}"
 
 
-def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) -> None:
-    assert SETTINGS_SCHEMA.is_file(), (
-        f"the SchemaStore settings schema is expected at {SETTINGS_SCHEMA}; "
-        "set CLAUDE_SETTINGS_SCHEMA to its path"
-    )
-    schema = json.loads(SETTINGS_SCHEMA.read_text())
+def test_settings_validate_against_the_schemastore_schema(
+    rendered: NewProject, settings_schema: Path
+) -> None:
+    schema = json.loads(settings_schema.read_text())
     settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
     jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
     assert settings["env"]["VPS_API_URL"] == rendered.answers["hub_url"]
@@ -105,8 +103,8 @@ def test_settings_validate_against_the_schemastore_schema(rendered: NewProject) 
     assert "vps" in settings["enabledMcpjsonServers"]
 
 
-def test_the_schema_check_can_fail(rendered: NewProject) -> None:
-    schema = json.loads(SETTINGS_SCHEMA.read_text())
+def test_the_schema_check_can_fail(rendered: NewProject, settings_schema: Path) -> None:
+    schema = json.loads(settings_schema.read_text())
     settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
     settings["permissions"]["defaultMode"] = "whenever"
     with pytest.raises(jsonschema.ValidationError):
