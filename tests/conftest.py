@@ -86,6 +86,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Every test gets its own template snapshot cache, never the user's."""
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("VPS_SCAFFOLD_CACHE_DIR", str(cache))
+    monkeypatch.setenv("COPIER_CACHE_DIR", str(cache / "copier"))  # copier's mirrors of URL templates
     return cache
 
 

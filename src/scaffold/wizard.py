@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import subprocess
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaffold.errors import AnswerError, TemplateError
+from scaffold.errors import AnswerError
 from scaffold.questions import MISSING, WIZARD_SUPPLIED, Questionnaire, QuestionSpec
-from scaffold.render import TemplateRef, check_new_destination, copy_project, save_local_key
+from scaffold.render import LOCAL_SETTINGS, TemplateRef, check_new_destination, copy_project, template_file
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,12 @@ def generate_key() -> tuple[str, str]:
 
 
 def load_questions(template: TemplateRef) -> Questionnaire:
-    """The questions of `template` at its ref, read from its copier.yml."""
-    root = Path(template.src)
-    if not root.is_dir():
-        raise TemplateError(
-            f"the wizard reads questions from a local template; clone {template.src} and pass its path"
-        )
-    if template.ref and (root / ".git").exists():
-        shown = subprocess.run(
-            ["git", "show", f"{template.ref}:copier.yml"],
-            cwd=root, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if shown.returncode != 0:
-            raise TemplateError(f"no copier.yml at {template.ref} in {root}: {shown.stderr.strip()}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "copier.yml"
-            path.write_text(shown.stdout, encoding="utf-8")
-            return Questionnaire.from_copier_yml(path)
-    return Questionnaire.from_copier_yml(root / "copier.yml")
+    """The questions of `template` at its ref (the revision copier renders), from its copier.yml."""
+    text = template_file(template, "copier.yml")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "copier.yml"
+        path.write_text(text, encoding="utf-8")
+        return Questionnaire.from_copier_yml(path)
 
 
 def new_project(
@@ -63,13 +51,15 @@ def new_project(
     save_key: bool | None,
     make_key: bool = True,
     quiet: bool = False,
+    on_created: Callable[[NewProject], None] | None = None,
 ) -> NewProject:
     """Render a new thin-client project into `dest`.
 
     With `interactive`, unanswered questions are asked with questionary prompts built from
     the template's own specs; otherwise they take their defaults. Unless `data` names an
     `api_key_hash` (or `make_key` is off), a key is generated and only its hash reaches copier.
-    `save_key=None` asks (interactive) or does not save (non-interactive).
+    `save_key=None` asks (interactive) or does not save (non-interactive). The project
+    appears in `dest` whole or not at all; `on_created` announces it (see `copy_project`).
     """
     check_new_destination(dest)
     questions = load_questions(template)
@@ -81,6 +71,9 @@ def new_project(
         else:
             given["api_key_hash"] = ""
     context = questions.resolve(given, ask=_Prompter(questions).ask if interactive else None)
+    # The wizard warns when worker_roles is asked; given roles are never asked, so warn here.
+    if (not interactive or "worker_roles" in given) and (warning := roles_warning(context)):
+        print(f"scaffold: warning: {warning}", file=sys.stderr)
     answers = questions.recorded(context)
     if interactive:
         _confirm_summary(answers, dest)
@@ -89,9 +82,34 @@ def new_project(
                 "Save the API key to .claude/settings.local.json (git-ignored) for local sessions?",
                 default=True,
             )
-    copy_project(dest, answers, template, quiet=quiet)
-    key_file = save_local_key(dest, key) if key and save_key else None
-    return NewProject(dest, answers, template, key, key_file)
+    local_key = key if key and save_key else None
+    project = NewProject(dest, answers, template, key, dest / LOCAL_SETTINGS if local_key else None)
+    copy_project(
+        dest,
+        answers,
+        template,
+        quiet=quiet,
+        local_key=local_key,
+        on_created=(lambda: on_created(project)) if on_created else None,
+    )
+    return project
+
+
+def roles_warning(answers: Mapping[str, Any]) -> str:
+    """One line when fewer workers are planned than roles chosen, else "".
+
+    Worker i takes role (i - 1) mod len(worker_roles), so the last roles would run on no worker:
+    the playbooks leave them out (copier.yml's `running_roles`), and a task requiring only
+    their tags would wait for ever."""
+    roles, count = answers.get("worker_roles") or [], answers.get("worker_count")
+    if not isinstance(count, int) or count >= len(roles):
+        return ""
+    left_out = ", ".join(roles[count:])
+    return (
+        f"worker_count {count} is below the {len(roles)} roles chosen: workers take the roles in turn, "
+        f"so no worker runs {left_out} and the playbooks leave {'it' if len(roles) - count == 1 else 'them'} "
+        f"out; plan {len(roles)} workers, or choose fewer roles"
+    )
 
 
 class _Prompter:
@@ -105,6 +123,18 @@ class _Prompter:
 
         if spec.name in WIZARD_SUPPLIED:
             raise AnswerError(spec.name, "is supplied by the wizard, not asked")
+        while True:
+            answer = self._ask(spec, default, context)
+            warning = roles_warning({**context, spec.name: answer})
+            if not warning or spec.name != "worker_roles":
+                return answer
+            questionary.print(f"warning: {warning}")
+            if _confirm("Keep these roles anyway? (no: choose them again)", default=True):
+                return answer
+            default = answer
+
+    def _ask(self, spec: QuestionSpec, default: Any, context: dict[str, Any]) -> Any:
+        import questionary
 
         def judge(raw: Any) -> bool | str:
             try:
