@@ -635,6 +635,18 @@ class StoreContract:
         assert store.stuck_tasks() == [b.id, d.id]
         assert states(store, e) == ["blocked"]
 
+    def test_ready_requirements_are_the_tags_of_ready_tasks_that_need_some(self, store: Store) -> None:
+        _, ui, _, both = create(
+            store,
+            new("plain", ref="p"),
+            new("ui", required_capabilities=("frontend",)),
+            new("blocked", depends_on=("p",), required_capabilities=("frontend",)),
+            new("both", required_capabilities=("backend", "db")),
+        )
+        assert store.ready_requirements() == [(ui.id, ("frontend",)), (both.id, ("backend", "db"))]
+        store.cancel(ui.id, ACTOR, T0)
+        assert [task_id for task_id, _ in store.ready_requirements()] == [both.id]
+
     # -- workers --------------------------------------------------------------------------
 
     def test_register_a_worker(self, store: Store) -> None:

@@ -647,6 +647,40 @@ def test_status_counts_progress_and_reports_stuck_tasks(client: TestClient, keys
     assert status["progress"]["counts"]["dead"] == 1 and status["progress"]["counts"]["blocked"] == 1
     assert [w["id"] for w in status["workers"]] == [worker]
     assert set(status["plan"]) == {"goal", "plan", "updated_at"}
+    assert status["unclaimable"] == []
+
+
+def test_status_names_ready_tasks_no_live_worker_can_claim(tmp_path: Path, keys: Keys) -> None:
+    now = [1000.0]
+    app = create_app(SQLiteStore(tmp_path / "hub.sqlite3"), HubSettings(keys=keys.digests), lambda: now[0])
+    with conforming(TestClient(app)) as client:
+
+        def unclaimable() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = client.get("/v1/status", headers=bearer(keys.viewer)).json()[
+                "unclaimable"
+            ]
+            return found
+
+        anyone = create(client, keys.agent, title="anyone")
+        qa = create(client, keys.agent, title="qa", required_capabilities=["qa", "testing"])
+        both = create(client, keys.agent, title="two roles", required_capabilities=["api", "docs"])
+        api = create(client, keys.agent, title="api", required_capabilities=["api"])
+        assert [task["id"] for task in unclaimable()] == [qa["id"], both["id"], api["id"]], "no worker yet"
+
+        register(client, keys.agent, "backend", capabilities=["backend", "api"])
+        register(client, keys.agent, "writer", capabilities=["docs", "writing"])
+        gone = register(client, keys.agent, "tester", capabilities=["testing", "qa"])
+        client.delete(f"/v1/workers/{gone}", headers=bearer(keys.agent)).raise_for_status()
+        assert unclaimable() == [
+            {"id": qa["id"], "required_capabilities": ["qa", "testing"], "missing": ["qa", "testing"]},
+            {"id": both["id"], "required_capabilities": ["api", "docs"], "missing": ["docs"]},
+        ], "a stopped worker is not live; tags split over two workers do not add up"
+        assert anyone["id"] not in [task["id"] for task in unclaimable()]
+
+        register(client, keys.agent, "tester-2", capabilities=["testing", "qa"])
+        assert [task["id"] for task in unclaimable()] == [both["id"]]
+        now[0] += HubSettings().worker_lost_seconds + 1  # nobody heard from: every worker is lost
+        assert [task["id"] for task in unclaimable()] == [qa["id"], both["id"], api["id"]]
 
 
 def test_plan_get_and_put(app: Starlette, client: TestClient, keys: Keys) -> None:

@@ -233,7 +233,12 @@ def test_the_task_life_through_mcp_is_what_rest_shows(hub: Hub) -> None:
         worker = rest.post("/v1/workers", json={"session_id": "s-1", "role": "backend"}).json()["id"]
     batch = [
         {"ref": "schema", "title": "Schema", "instructions": "Write the schema.", "priority": 5},
-        {"title": "API", "instructions": "Serve it.", "depends_on": ["schema"]},
+        {
+            "title": "API",
+            "instructions": "Serve it.",
+            "depends_on": ["schema"],
+            "required_capabilities": ["docs"],
+        },
     ]
     seen: dict[str, Any] = {}
 
@@ -277,6 +282,12 @@ def test_the_task_life_through_mcp_is_what_rest_shows(hub: Hub) -> None:
         "total": 2, "done": 1, "percent": 50.0,
         "counts": {"blocked": 0, "ready": 1, "claimed": 0, "done": 1, "dead": 0, "cancelled": 0},
     }  # fmt: skip
+    # The backend worker is live but lacks the tag: the coordinator sees it through either adapter.
+    assert (
+        status["unclaimable"]
+        == seen["status"]["unclaimable"]
+        == [{"id": second["id"], "required_capabilities": ["docs"], "missing": ["docs"]}]
+    )
 
 
 def test_a_task_claimed_over_rest_is_failed_and_released_over_mcp(hub: Hub) -> None:

@@ -85,8 +85,88 @@ def test_remote_without_domain_has_no_guessable_url(questions: Questionnaire) ->
 
 def test_computed_values_are_not_recorded(questions: Questionnaire) -> None:
     recorded = questions.recorded(answer(questions))
-    assert not {"role_catalog", "hub_port", "hub_listen_host", "data_dir", "domain"} & set(recorded)
+    assert not {"role_catalog", "hub_port", "hub_listen_host", "data_dir", "domain", "running_roles"} & set(
+        recorded
+    )
     assert recorded["api_key_hash"] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("hub_port", "hub_port: computed from domain and hub_url, not a question; answer those instead"),
+        ("hub_listen_host", "hub_listen_host: computed from deployment and domain, not a question;"),
+        ("data_dir", "data_dir: computed from workspace_path, not a question; answer that instead"),
+        ("stop_wait_seconds", "stop_wait_seconds: computed from idle_timeout_minutes, not a question;"),
+        ("running_roles", "running_roles: computed from worker_count and worker_roles, not a question;"),
+        ("role_catalog", "role_catalog: fixed by the template, not a question (the roles and the capability "
+                         "tags of each; choose among them with worker_roles)"),
+    ],
+)  # fmt: skip
+def test_a_computed_name_is_refused_saying_what_it_comes_from(
+    questions: Questionnaire, name: str, message: str
+) -> None:
+    assert questions[name].computed
+    with pytest.raises(AnswerError) as raised:
+        answer(questions, **{name: "8080"})
+    assert str(raised.value).startswith(message)
+
+
+def test_every_computed_name_is_refused(questions: Questionnaire) -> None:
+    for spec in questions:
+        if spec.computed:
+            with pytest.raises(AnswerError, match=f"^{spec.name}: (computed from|fixed by the template)"):
+                answer(questions, **{spec.name: "1"})
+
+
+class Asked(Exception):
+    """A prompt was reached."""
+
+
+def never_ask(spec: Any, default: Any, context: Any) -> Any:
+    raise Asked(spec.name)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"worker_count": "99"}, "worker_count: Choose between 1 and 32 workers."),
+        ({"worker_roles": "[backend, qa]"}, "worker_roles: 'qa' is not one of"),
+        ({"idle_timeout_minutes": "soon"}, "idle_timeout_minutes: expected a whole number"),
+        ({"hub_port": "80"}, "hub_port: computed from"),
+        # hub_url's validator reads domain, known without a prompt: local has no domain.
+        ({"deployment": "local", "hub_url": "https://hub.example.com"}, "hub_url: An https URL needs"),
+        ({"idle_timeout_minutes": "0"}, "idle_timeout_minutes: Choose between 1 and 240 minutes."),
+        ({"project_name": "x" * 61, "worker_count": "2"}, "project_name: Keep the name to 60 characters"),
+    ],
+)
+def test_given_answers_are_checked_before_the_first_prompt(
+    questions: Questionnaire, data: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(AnswerError) as raised:
+        questions.resolve({"api_key_hash": "", **data}, ask=never_ask)
+    assert str(raised.value).startswith(message)
+
+
+def test_an_answer_that_depends_on_a_prompt_is_checked_after_it(questions: Questionnaire) -> None:
+    """hub_url=https://... is right or wrong depending on the domain, which is still to be asked."""
+    prompted: list[str] = []
+
+    def ask(spec: Any, default: Any, context: Any) -> Any:
+        prompted.append(spec.name)
+        given = {"deployment": "remote", "domain": "hub.example.com"}.get(spec.name, default)
+        return questions.check(spec, given, context)
+
+    context = questions.resolve({"api_key_hash": "", "hub_url": "https://hub.example.com"}, ask=ask)
+    assert context["hub_url"] == "https://hub.example.com" and "domain" in prompted
+    with pytest.raises(AnswerError, match=r"must be https://hub\.example\.com"):
+        questions.resolve({"api_key_hash": "", "hub_url": "https://other.example.com"}, ask=ask)
+
+
+def test_running_roles_are_the_roles_some_worker_takes(questions: Questionnaire) -> None:
+    assert answer(questions, worker_count="2")["running_roles"] == ["backend", "frontend"]
+    assert answer(questions, worker_count="3")["running_roles"] == ["backend", "frontend", "testing"]
+    assert answer(questions, worker_count="7", worker_roles="[docs]")["running_roles"] == ["docs"]
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaffold import __version__
 from scaffold.errors import ScaffoldError
+
+if TYPE_CHECKING:
+    from scaffold.wizard import NewProject
 
 EXIT_INTERRUPTED = 130
 
@@ -33,8 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     return result
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps text as usual, except an `example:` line: a command broken over lines cannot be pasted."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example: "):
+            return indent + text
+        return super()._fill_text(text, width, indent)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser of the command, subcommands included (they take their parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scaffold",
         description="Run a coordinator and Claude Code workers on one codebase on a server.",
     )
@@ -52,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--defaults", action="store_true", help="take defaults for unanswered questions; no prompts"
     )
-    _add_data_option(new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, qa]'")
+    _add_data_option(new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, testing]'")
     save = new.add_mutually_exclusive_group()
     save.add_argument(
         "--save-key", dest="save_key", action="store_true", default=None,
@@ -73,9 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="upgrade a rendered project to a newer template",
         description="Upgrade a rendered project with copier's 3-way merge: your edits stay, the "
         "template's changes arrive. Recorded answers, the key among them, are not asked again.",
-        epilog="example: scaffold update my-team --vcs-ref 0.2.0",
+        epilog="example: scaffold update my-team --data worker_count=5",
     )
     update.add_argument("dir", nargs="?", type=Path, default=Path(), help="project directory (default: .)")
+    update.add_argument(
+        "--template", metavar="SRC",
+        help="update from this template path or git URL instead of the recorded one "
+        "(it must hold the project's version too)",
+    )  # fmt: skip
     update.add_argument(
         "--vcs-ref", metavar="REF", help="template tag or commit to update to (default: newest)"
     )
@@ -157,26 +182,27 @@ def _add_hub_commands(commands: Any) -> None:
         "add",
         help="create a key and print it (only its hash is kept)",
         description="Create an API key; the key alone is printed on standard output, once.",
-        epilog="example: export VPS_API_KEY=$(scaffold hub keys add worker-1 --role agent)",
+        epilog="example: export VPS_API_KEY=$(scaffold hub keys add worker-1 --role agent"
+        " --config vps/hub.toml)",
     )
     add.add_argument("name", help="a name for the key, e.g. laptop or worker-1")
     add.add_argument("--role", choices=["viewer", "agent", "admin"], default="agent",
                      help="viewer reads; agent works; admin also cancels and manages keys")  # fmt: skip
-    _add_location(add)
+    _add_location(add, keys=True)
     add.set_defaults(run=_run_keys_add)
     listing = key_commands.add_parser(
         "list", help="list keys (names and roles, never the keys)",
         description="List API keys: name, role, where it came from, when; never the key.",
         epilog="example: scaffold hub keys list --config vps/hub.toml",
     )  # fmt: skip
-    _add_location(listing)
+    _add_location(listing, keys=True)
     listing.set_defaults(run=_run_keys_list)
     revoke = key_commands.add_parser(
         "revoke", help="revoke a key by name", description="Revoke an API key by name.",
         epilog="example: scaffold hub keys revoke worker-1 --config vps/hub.toml",
     )  # fmt: skip
     revoke.add_argument("name", help="the key's name")
-    _add_location(revoke)
+    _add_location(revoke, keys=True)
     revoke.set_defaults(run=_run_keys_revoke)
     _add_backup_commands(hub_commands)
 
@@ -224,12 +250,15 @@ def _add_workspace(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_location(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="HUB_TOML", help="the hub's hub.toml")
-    parser.add_argument(
-        "--data-dir", type=Path, metavar="DIR",
-        help="the hub's database directory (default: from --config, or ./hub-data)",
-    )  # fmt: skip
+def _add_location(parser: argparse.ArgumentParser, *, keys: bool = False) -> None:
+    if keys:
+        config_help = "the hub's hub.toml (default: vps/hub.toml of the project around the current directory)"
+        data_help = "the hub's database directory (default: from --config, or an existing ./hub-data)"
+    else:
+        config_help = "the hub's hub.toml"
+        data_help = "the hub's database directory (default: from --config, or ./hub-data)"
+    parser.add_argument("--config", type=Path, metavar="HUB_TOML", help=config_help)
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help=data_help)
 
 
 def _run_new(args: argparse.Namespace) -> int:
@@ -244,7 +273,7 @@ def _run_new(args: argparse.Namespace) -> int:
         )
     if args.no_key and any(item.startswith("api_key_hash=") for item in args.data):
         raise ScaffoldError("--no-key and --data api_key_hash=... contradict each other; use one")
-    project = new_project(
+    new_project(
         args.dest,
         resolve_template(args.template, args.vcs_ref),
         data=_parse_data(args.data),
@@ -252,7 +281,13 @@ def _run_new(args: argparse.Namespace) -> int:
         save_key=args.save_key,
         make_key=not args.no_key,
         quiet=args.quiet,
+        on_created=_announce_new,
     )
+    return 0
+
+
+def _announce_new(project: NewProject) -> None:
+    """Runs as the project appears, Ctrl-C held off: a created project always shows its key."""
     print(f"Created {project.dest} ({project.answers['project_name']}).")
     if project.key:
         print(f"API key (shown once; only its SHA-256 is in the project): {project.key}")
@@ -262,8 +297,8 @@ def _run_new(args: argparse.Namespace) -> int:
             print("Keep it safe and set it as VPS_API_KEY where your Claude Code sessions run.")
     elif not project.answers.get("api_key_hash"):
         print("No key yet: the hub creates one on its first start and prints it once.")
-    print(f"Next: read {project.dest / 'docs' / 'setup-guide.md'}")
-    return 0
+    guide = project.dest / "docs" / "setup-guide.md"
+    print(f"Next: read {guide}, start the hub, then open the coordinator session.", flush=True)
 
 
 def _run_update(args: argparse.Namespace) -> int:
@@ -276,6 +311,7 @@ def _run_update(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         interactive=interactive,
         data=_parse_data(args.data),
+        template_src=args.template,
     )
     print(f"Updated {args.dir.resolve()} to template {commit}. Review with `git diff`, then commit.")
     return 0
@@ -293,6 +329,48 @@ def _hub_settings(args: argparse.Namespace) -> Any:
         data_dir=data_dir,
         workspace=workspace.expanduser().resolve() if workspace else None,
     )
+
+
+def _key_settings(args: argparse.Namespace) -> Any:
+    """Where a keys command works: --config/--data-dir; else the project around the current
+    directory (its vps/hub.toml); else an existing ./hub-data. Never a new database that no hub
+    reads, which is what a key added in the wrong directory used to land in."""
+    from scaffold.hub.settings import HubSettings
+    from scaffold.hub.store.sqlite import DB_FILE
+    from scaffold.render import read_answers
+
+    if args.config is not None or args.data_dir is not None:
+        return _hub_settings(args)
+    project = _enclosing_project(Path.cwd())
+    if project is None:
+        if not (HubSettings().data_dir / DB_FILE).is_file():
+            raise ScaffoldError(
+                "no hub here: run this inside a project made by `scaffold new` (it uses the project's "
+                "vps/hub.toml), or pass --config HUB_TOML or --data-dir DIR"
+            )
+        return _hub_settings(args)
+    args.config = project / "vps" / "hub.toml"
+    settings = _hub_settings(args)
+    # A remote project's data_dir names the server's disk: here it would be a new, unread database.
+    answers = read_answers(project)
+    if answers.get("deployment") == "remote" and not (settings.data_dir / DB_FILE).is_file():
+        raise ScaffoldError(
+            f"{project}'s hub runs on a server and its database ({settings.data_dir}) is not on this "
+            f"machine: run the command on the server with --config /etc/{answers.get('project_slug')}/"
+            'hub.toml (docs/setup-guide.md, "Adding and rotating keys"), or pass --config or --data-dir'
+        )
+    print(f"scaffold: the hub of {project} (vps/hub.toml), database in {settings.data_dir}", file=sys.stderr)
+    return settings
+
+
+def _enclosing_project(start: Path) -> Path | None:
+    """The nearest directory at or above `start` holding a rendered project (answers and vps/hub.toml)."""
+    from scaffold.render import ANSWERS_FILE
+
+    for directory in (start, *start.parents):
+        if (directory / ANSWERS_FILE).is_file() and (directory / "vps" / "hub.toml").is_file():
+            return directory
+    return None
 
 
 def _run_hub_serve(args: argparse.Namespace) -> int:
@@ -314,7 +392,7 @@ def _run_keys_add(args: argparse.Namespace) -> int:
 
     if not KEY_NAME.fullmatch(args.name):
         raise ScaffoldError(f"key name {args.name!r}: {KEY_NAME_RULE}")
-    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
         key, digest = new_key()
         store.add_key(args.name, args.role, digest, "cli", time.time())
     print(key)
@@ -326,7 +404,7 @@ def _run_keys_list(args: argparse.Namespace) -> int:
 
     from scaffold.hub.server import open_store
 
-    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
         keys = store.list_keys()
     print(f"{'name':<24} {'role':<7} {'source':<10} {'created':<20} state")
     for key in keys:
@@ -341,7 +419,7 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
 
     from scaffold.hub.server import open_store
 
-    with _hub_errors(), _closing(open_store(_hub_settings(args))) as store:
+    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
         store.revoke_key(args.name, time.time())
     print(f"Revoked {args.name}; requests with it now get 401.")
     return 0

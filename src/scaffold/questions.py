@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from jinja2 import TemplateError as JinjaTemplateError
+from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from scaffold.errors import AnswerError, TemplateError
@@ -184,9 +185,7 @@ class Questionnaire:
         from the default. Every answer is validated. Returns the context: the asked answers
         plus the computed values (see `recorded`).
         """
-        unknown = sorted(set(data) - set(self.names))
-        if unknown:
-            raise AnswerError(unknown[0], f"no such question; the questions are: {', '.join(self.names)}")
+        self.check_data(data, prompting=ask is not None)
         context: dict[str, Any] = {}
         for spec in self.specs:
             if not self.is_asked(spec, context):
@@ -205,6 +204,61 @@ class Questionnaire:
                 raise AnswerError(spec.name, f"an answer is required ({spec.help})")
             context[spec.name] = self.check(spec, default, context)
         return context
+
+    def check_data(self, data: Mapping[str, Any], *, prompting: bool) -> None:
+        """Refuse a bad answer in `data` before anything is asked.
+
+        Names must be questions, and not computed ones; every value must have the question's
+        type and be one of its choices. When `prompting`, each given answer is also validated
+        now if its question and its validator depend only on answers that are known without
+        prompting (given, or computed from given ones); the others are validated in turn by
+        `resolve`. Without prompting, `resolve` validates everything before it returns.
+        """
+        asked = [name for name in self.names if not self[name].computed]
+        for name in data:
+            if name not in self.names:
+                raise AnswerError(name, f"no such question; the questions are: {', '.join(asked)}")
+            spec = self[name]
+            if spec.computed:
+                raise AnswerError(name, self._computed_reason(spec))
+            self.parse(spec, data[name])
+        if not prompting:
+            return
+        context: dict[str, Any] = {}
+        unknown: set[str] = set()  # answers that only a prompt will give
+        for spec in self.specs:
+            if self.inputs(spec.when) & unknown:
+                unknown.add(spec.name)
+            elif not self.is_asked(spec, context):
+                if self.inputs(spec.default) & unknown:
+                    unknown.add(spec.name)
+                elif (default := self.default(spec, context)) is not MISSING:
+                    context[spec.name] = default
+            elif spec.name not in data:
+                unknown.add(spec.name)
+            elif self.inputs(spec.validator) & unknown:
+                context[spec.name] = self.parse(spec, data[spec.name])
+            else:
+                context[spec.name] = self.check(spec, data[spec.name], context)
+
+    def inputs(self, source: Any) -> set[str]:
+        """The names a Jinja string (a default, `when` or validator) reads."""
+        if not isinstance(source, str):
+            return set()
+        try:
+            used = meta.find_undeclared_variables(self.env.parse(source))
+        except JinjaTemplateError as error:
+            raise TemplateError(f"cannot parse {source!r}: {error}") from error
+        return used & set(self.names)
+
+    def _computed_reason(self, spec: QuestionSpec) -> str:
+        sources = [name for name in self.names if name in self.inputs(spec.default)]
+        if not sources:
+            return "fixed by the template, not a question" + (f" ({spec.help})" if spec.help else "")
+        if len(sources) == 1:
+            return f"computed from {sources[0]}, not a question; answer that instead"
+        listed = f"{', '.join(sources[:-1])} and {sources[-1]}"
+        return f"computed from {listed}, not a question; answer those instead"
 
     def recorded(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """The answers copier is given: asked questions only, computed values left out."""

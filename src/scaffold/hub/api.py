@@ -236,6 +236,7 @@ def status_view(hub: Hub) -> dict[str, Any]:
     total = sum(counts.values())
     finished = counts["done"] + counts["cancelled"]
     plan = store.get_plan()
+    workers = [hub.workers.view(worker) for worker in store.list_workers()]
     return {
         "progress": {
             "total": total,
@@ -244,9 +245,31 @@ def status_view(hub: Hub) -> dict[str, Any]:
             "counts": counts,
         },
         "stuck": store.stuck_tasks(),
-        "workers": [hub.workers.view(worker) for worker in store.list_workers()],
+        "unclaimable": unclaimable(store.ready_requirements(), [w for w in workers if w["status"] in LIVE]),
+        "workers": workers,
         "plan": {"goal": plan.goal, "plan": plan.plan, "updated_at": plan.updated_at},
     }  # fmt: skip
+
+
+LIVE = ("active", "idle")
+
+
+def unclaimable(ready: list[tuple[int, tuple[str, ...]]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ready tasks that no live worker can claim, each with the tags it needs that are missing.
+
+    A worker claims a task only with all of its tags, so `missing` is what the live worker that
+    comes closest lacks (every tag when no worker is live): starting a worker of the role that
+    has them, or changing what the task requires, lets it run."""
+    held = [frozenset(worker["capabilities"]) for worker in live]
+    missing_of: dict[tuple[str, ...], list[str]] = {}
+    found = []
+    for task_id, needs in ready:
+        if needs not in missing_of:
+            gaps = [[tag for tag in needs if tag not in tags] for tags in held] or [list(needs)]
+            missing_of[needs] = min(gaps, key=len)
+        if missing_of[needs]:
+            found.append({"id": task_id, "required_capabilities": list(needs), "missing": missing_of[needs]})
+    return found
 
 
 async def status(call: Call) -> Response:
@@ -373,7 +396,8 @@ ENDPOINTS: list[Endpoint] = [
                                  "worker:<id> or coordinator: only what they should read"),
                     "cursor": CURSOR, "limit": PAGE},
              responses={200: ("A page of messages", s.MESSAGES_PAGE)}),
-    Endpoint("GET", "/v1/status", status, "Progress, stuck tasks, workers and the plan", "viewer",
+    Endpoint("GET", "/v1/status", status, "Progress, stuck and unclaimable tasks, workers and the plan",
+             "viewer",
              responses={200: ("The status", s.STATUS)}),
     Endpoint("GET", "/v1/events", events,
              "Server-Sent Events of every change; resume with Last-Event-ID", "viewer",

@@ -328,7 +328,8 @@ TOOLS: list[Tool] = [
     Tool("release_task", "Give a claimed task back to the queue without using an attempt.",
          "agent", on_task(s.LEASE), release_task),
     Tool("cancel_task", "Cancel an unfinished task (admin key).", "admin", TASK_ID, cancel_task),
-    Tool("get_status", "Progress, stuck tasks, workers and the plan.", "viewer", NO_ARGS, get_status),
+    Tool("get_status", "Progress, stuck and unclaimable tasks, workers and the plan.", "viewer", NO_ARGS,
+         get_status),
     Tool("send_message", "Send a message or a discovery.", "agent", s.SEND, send_message),
     Tool("read_messages",
          "Messages after the cursor `since` (default: all) for reader worker:<id> or coordinator; "

@@ -194,11 +194,19 @@ MESSAGES_PAGE = obj(["messages", "next_cursor"],
                     messages={"type": "array", "items": ref("Message")},
                     next_cursor={"type": "string"})  # fmt: skip
 STATUS = obj(
-    ["progress", "stuck", "workers", "plan"],
+    ["progress", "stuck", "unclaimable", "workers", "plan"],
     progress=obj(["total", "done", "percent", "counts"], total={"type": "integer"},
                  done={"type": "integer"}, percent={"type": "number"},
                  counts={"type": "object", "additionalProperties": {"type": "integer"}}),
-    stuck={"type": "array", "items": ID},
+    stuck=described({"type": "array", "items": ID},
+                    "blocked tasks with a dependency that is dead or cancelled: they never become ready"),
+    unclaimable=described(
+        {"type": "array", "items": obj(["id", "required_capabilities", "missing"], id=ID,
+                                       required_capabilities={"type": "array", "items": TAG},
+                                       missing={"type": "array", "items": TAG})},
+        "ready tasks no live (active or idle) worker can claim: `missing` is the required tags that "
+        "the closest live worker lacks (all of them when no worker is live)",
+    ),
     workers={"type": "array", "items": WORKER},
     plan=ref("Plan"),
 )  # fmt: skip

@@ -114,6 +114,10 @@ class Store(ABC):
         """Blocked tasks with a dependency that can no longer finish (dead or cancelled)."""
 
     @abstractmethod
+    def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(id, required capabilities) of every ready task that requires some, in id order."""
+
+    @abstractmethod
     def claim(
         self,
         worker_id: int,

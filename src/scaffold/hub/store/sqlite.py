@@ -432,6 +432,15 @@ class SQLiteStore(Store):
             ).fetchall()
         return [row[0] for row in rows]
 
+    def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
+        # The partial index of ready tasks keeps this cheap; instructions are never read.
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id, required_capabilities FROM tasks INDEXED BY tasks_ready "
+                "WHERE state = 'ready' AND required_capabilities != '[]' ORDER BY id"
+            ).fetchall()
+        return [(row[0], tuple(json.loads(row[1]))) for row in rows]
+
     def claim(
         self,
         worker_id: int,

@@ -321,6 +321,8 @@ def run_status(client: Client, args: Args) -> int:
         f"goal: {goal.splitlines()[0] if goal else '(none)'}",
         f"tasks: {progress['done']}/{progress['total']} done ({progress['percent']}%){counts}",
         *([f"stuck (a dependency is dead or cancelled): {stuck}"] if stuck else []),
+        *[f"unclaimable (no live worker has all its tags): {task['id']} lacks {', '.join(task['missing'])}"
+          for task in status.get("unclaimable", [])],  # absent from hubs older than the field
         f"workers: {len(status['workers'])}", *map(worker_line, status["workers"])]))  # fmt: skip
 
 
@@ -448,9 +450,13 @@ def run_files(client: Client, args: Args) -> int:
         found = client.call("files.grep", body={k: v for k, v in options.items() if v}).data
         shown = lines(found["matches"], lambda m: f"{m['path']}:{m['line']}: {m['text']}", "no match")
         return say(args, found, shown + "\n(stopped at a limit)" * found["truncated"])
-    writer = session_worker(client, args)  # a worker's own exclusive reservations do not stop it
     given = getattr(args, "etag", None)  # as `files cat` prints it, or quoted as in the header
     match = given if given in (None, "*") else '"' + given.strip('"') + '"'
+    # `*` matches any version, so it replaces another worker's change unseen: only on request.
+    if action == "put" and match == "*" and not args.force:
+        raise HubError("--etag '*' replaces the file whatever it holds now; give the etag files cat "
+                       "printed, or add --force to overwrite", EXIT_USAGE)  # fmt: skip
+    writer = session_worker(client, args)  # a worker's own exclusive reservations do not stop it
     if action == "put":
         condition = {"If-Match": match} if match else {"If-None-Match": "*"}  # create only
         reply = client.call("files.put", query={"path": args.path, "worker_id": writer or None},
@@ -518,7 +524,7 @@ WORKER = " --worker:int --session"  # which worker: by default this session's
 # --NAME! is required, --NAME* may repeat, --NAME? is a switch; :int, :float or :a|b after it
 # gives its type or its choices.
 COMMANDS = {
-    "status": ("progress, stuck tasks, workers and the plan", "status", ""),
+    "status": ("progress, stuck and unclaimable tasks, workers and the plan", "status", ""),
     "plan show": ("print the goal and the plan", "plan show", ""),
     "plan set": ("replace the plan with markdown from stdin or --file; the goal stays unless --goal",
         "plan set < plan.md", "--goal --file"),
@@ -554,8 +560,9 @@ COMMANDS = {
     "files ls": ("list a directory (default: the root), or with --glob every path below it that matches",
         "files ls src/", "path? --glob --limit:int"),
     "files cat": ("print a file; its ETag goes to stderr", "files cat src/app.py", "path"),
-    "files put": ("write stdin (or --file) to a file: replace it with --etag (from files cat, or *), else "
-        "create it", 'files put a.py --etag "$ETAG" < a.py', "path --etag --file" + WORKER),
+    "files put": ("write stdin (or --file) to a file: replace the version --etag names (from files cat), "
+        "else create it; --etag '*' --force replaces whatever is there",
+        'files put a.py --etag "$ETAG" < a.py', "path --etag --file --force?" + WORKER),
     "files edit": ("replace the exact text --old, found once (or every time: --all), by --new",
         "files edit a.py --old 'x = 1' --new 'x = 2'", "path --old! --new! --all? --etag" + WORKER),
     "files rm": ("delete a file or an empty directory", "files rm src/unused.py", "path --etag" + WORKER),
