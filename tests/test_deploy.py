@@ -9,11 +9,15 @@ they start is stopped through its pid file when the test ends.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +27,8 @@ import httpx2
 import pytest
 
 from scaffold.deploy import DeployError, build_wheel, wait_healthy
-from tests.conftest import ANSWER_SETS, REPO, render
+from scaffold.render import template_root
+from tests.conftest import ANSWER_SETS, REPO, git, render
 from tests.conftest import require_tool as tool
 from tests.hubproc import free_port
 
@@ -63,9 +68,20 @@ def installs() -> Iterator[list[Installed]]:
 
 
 def project_at(tmp_path: Path, port: int, **answers: str) -> tuple[Path, str]:
-    made = render(tmp_path / "project", save_key=True, hub_url=f"http://127.0.0.1:{port}", **answers)
+    answers.setdefault("hub_url", f"http://127.0.0.1:{port}")
+    made = render(tmp_path / "project", save_key=True, **answers)
     assert made.key is not None
     return made.dest, made.key
+
+
+def server_project_at(tmp_path: Path, port: int, host: str = "127.0.0.1") -> tuple[Path, str]:
+    """A project for a server (`deployment: remote`), its hub at http://HOST:PORT. Its hub.toml
+    says to listen on every interface; tests keep to loopback."""
+    project, key = project_at(tmp_path, port, deployment="remote", hub_url=f"http://{host}:{port}",
+                              workspace_path=str(tmp_path / "srv" / "workspace"))  # fmt: skip
+    config = project / "vps" / "hub.toml"
+    config.write_text(config.read_text().replace('host = "0.0.0.0"', 'host = "127.0.0.1"'))
+    return project, key
 
 
 def bootstrap(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -218,6 +234,43 @@ def test_bootstrap_refuses_bad_options_with_one_line(tmp_path: Path, args: list[
     assert message in done.stderr
 
 
+def test_a_bundle_rendered_from_a_template_commit_pins_no_version_and_asks_for_a_wheel(
+    tmp_path: Path,
+) -> None:
+    """Plain copier from a git checkout records `_commit` as git describe says it (a bare hash, or
+    v0.2.0-1-gabc1234), which pip cannot install; only a release tag pins a version."""
+    template = tmp_path / "template"
+    template.mkdir()
+    shutil.copy2(template_root() / "copier.yml", template / "copier.yml")
+    shutil.copytree(template_root() / "template", template / "template")
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "template"]):
+        git(template, *command)
+
+    def copy(dest: Path, *args: str) -> str:
+        copier = [sys.executable, "-m", "copier", "copy", "--defaults", "--quiet", *args]
+        done = subprocess.run(
+            [*copier, str(template), str(dest)], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return (dest / "vps/bootstrap.sh").read_text()
+
+    assert "\nPINNED=''\n" in copy(tmp_path / "untagged")
+    prefix = tmp_path / "hub"
+    unpinned = bootstrap(tmp_path / "untagged/vps", "--prefix", str(prefix), "--no-systemd")
+    assert unpinned.returncode == 1 and unpinned.stdout == ""
+    assert unpinned.stderr.startswith("bootstrap.sh: this bundle pins no released version of the hub")
+    assert "--wheel FILE" in unpinned.stderr and len(unpinned.stderr.splitlines()) == 1
+    assert not prefix.exists()  # it stopped before changing anything
+
+    git(template, "tag", "v0.2.0")
+    assert "\nPINNED=0.2.0\n" in copy(tmp_path / "tagged")
+    git(template, "commit", "-q", "--allow-empty", "-m", "after the release")
+    assert "\nPINNED=''\n" in copy(tmp_path / "after", "--vcs-ref", "HEAD")
+    bad = bootstrap(tmp_path / "tagged/vps", "--prefix", str(prefix), "--no-systemd", "--version", "abc1234")
+    assert bad.returncode == 1 and not prefix.exists()
+    assert bad.stderr == "bootstrap.sh: --version must be a released version like 1.2.0, not 'abc1234'\n"
+
+
 # -- scaffold deploy ---------------------------------------------------------------------------
 
 
@@ -279,7 +332,7 @@ def test_deploy_over_ssh_installs_checks_and_says_what_next(
     tmp_path: Path, sshd: SSHServer, wheel: Path, installs: list[Installed]
 ) -> None:
     port = free_port()
-    project, key = project_at(tmp_path, port)
+    project, key = server_project_at(tmp_path, port)
     prefix = tmp_path / "server-prefix"
     installs.append(Installed(prefix))
     ssh = [*sshd.args(), "--prefix", str(prefix)]
@@ -287,7 +340,8 @@ def test_deploy_over_ssh_installs_checks_and_says_what_next(
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for progress in ("==> building the bundle", "==> copying the bundle to root@127.0.0.1",
-                     "== install the hub from", f"==> waiting for http://127.0.0.1:{port}/healthz",
+                     "== install the hub from", f"==> waiting for http://127.0.0.1:{port}/healthz on "
+                     "root@127.0.0.1 (127.0.0.1)",
                      "==> checking an authenticated request", "/coordinator", "/worker backend"):  # fmt: skip
         assert progress in out, out
     assert key not in out + done.stderr
@@ -298,10 +352,63 @@ def test_deploy_over_ssh_installs_checks_and_says_what_next(
     assert "Nothing changed" in again.stdout or "== install the hub" in again.stdout
 
 
+def test_deploy_checks_the_host_it_installed_not_whatever_the_url_reaches(
+    tmp_path: Path, sshd: SSHServer, wheel: Path, installs: list[Installed]
+) -> None:
+    """The project's URL names another address, where another hub answers (a decoy taking any
+    key): the deploy checks the hub on the host it installed, and says the URL points elsewhere."""
+    port = free_port()
+    project, key = server_project_at(tmp_path, port, host="127.0.0.2")
+    prefix = tmp_path / "server-prefix"
+    installs.append(Installed(prefix))
+    asked: list[str] = []
+
+    class Decoy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+    decoy = http.server.ThreadingHTTPServer(("127.0.0.2", port), Decoy)
+    threading.Thread(target=decoy.serve_forever, daemon=True).start()
+    try:
+        done = run_deploy(project, *sshd.args(), "--prefix", str(prefix), "--wheel", str(wheel),
+                          "--timeout", "20")  # fmt: skip
+    finally:
+        decoy.shutdown()
+        decoy.server_close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert asked == []
+    assert "==> checking an authenticated request" in done.stdout
+    assert "note: 127.0.0.2 resolves to 127.0.0.2, not to 127.0.0.1 where the hub" in done.stdout
+    assert key not in done.stdout + done.stderr
+
+
+def test_deploy_to_a_host_refuses_a_local_project_and_says_how_to_move_it(tmp_path: Path) -> None:
+    project, _ = project_at(tmp_path, 5555)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "rendered"]):
+        git(project, *command)
+
+    refused = run_deploy(project, "--host", "admin@203.0.113.10", "--port", str(free_port()))
+
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("scaffold: error: ") and "deployment: local" in line and "203.0.113.10" in line
+    assert "==>" not in refused.stdout  # nothing built, nothing copied
+    # the command it gives moves the project to that server, as written
+    update = shlex.split(line.split("`")[1])
+    moved = subprocess.run([sys.executable, "-m", *update], cwd=project, capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "deployment: remote" in answers and "hub_url: http://203.0.113.10:5555" in answers
+    assert (project / "vps/hub.service").is_file()
+
+
 def test_deploy_says_what_to_do_when_the_host_is_unreachable_or_refuses(
     tmp_path: Path, sshd: SSHServer, wheel: Path
 ) -> None:
-    project, _ = project_at(tmp_path, free_port())
+    project, _ = server_project_at(tmp_path, free_port())
     closed = run_deploy(
         project, *sshd.args(port=free_port()), "--wheel", str(wheel), "--prefix", str(tmp_path)
     )
@@ -319,7 +426,7 @@ def test_deploy_says_what_to_do_when_the_host_is_unreachable_or_refuses(
 
 
 def test_deploy_reports_a_failed_bootstrap_step(tmp_path: Path, sshd: SSHServer, wheel: Path) -> None:
-    project, _ = project_at(tmp_path, free_port())
+    project, _ = server_project_at(tmp_path, free_port())
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the prefix should go")
     done = run_deploy(project, *sshd.args(), "--wheel", str(wheel), "--prefix", str(blocker / "hub"))
@@ -359,3 +466,51 @@ def test_a_dry_run_as_root_lists_the_system_install_and_changes_nothing(tmp_path
     assert "== " not in done.stdout
     assert not Path("/opt/dry-run-team").exists() and not Path("/etc/dry-run-team").exists()
     assert subprocess.run(["id", "dry-run-team-hub"], capture_output=True, check=False).returncode != 0
+
+
+def test_the_local_background_hub_stops_restarts_and_takes_keys_as_its_readme_says(
+    tmp_path: Path, wheel: Path, installs: list[Installed]
+) -> None:
+    """vps/README.md's commands for the hub `scaffold deploy --local` starts, run as written with
+    the prefix in place of the documented one: install, add a key, stop, start again."""
+    port = free_port()
+    project, key = project_at(tmp_path, port)
+    prefix = tmp_path / "hub"
+    installs.append(Installed(prefix))
+    readme = (project / "vps/README.md").read_text()
+    documented = "~/.local/share/vps-agent-scaffold/agent-team/hub"
+    section = readme[readme.index(f"```sh\nscaffold deploy --local --prefix {documented}") :]
+    commands = [line.replace(documented, str(prefix)) for block in re.findall(r"```sh\n(.*?)```", section,
+                flags=re.S)[:3] for line in block.splitlines()]  # fmt: skip
+    install, stop, start, add_key = commands
+    assert stop.startswith("kill ") and start == install and add_key.startswith("scaffold hub keys add ")
+
+    def scaffold(line: str) -> subprocess.CompletedProcess[str]:
+        words = [*shlex.split(line)[1:], *(["--wheel", str(wheel)] if "deploy" in line else [])]
+        return subprocess.run([sys.executable, "-m", "scaffold", *words], cwd=project, capture_output=True,
+                              text=True, timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+
+    def answers(with_key: str) -> int:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            return http.get("/v1/status", headers={"Authorization": f"Bearer {with_key}"}).status_code
+
+    installed = scaffold(install)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    added = scaffold(add_key.replace("NAME", "laptop"))
+    assert added.returncode == 0, added.stderr
+    new_key = added.stdout.strip()
+    assert answers(key) == 200 and answers(new_key) == 200  # the running hub reads the added key
+
+    pid = int((prefix / "hub.pid").read_text())
+    assert subprocess.run(["bash", "-c", stop], timeout=30, check=False).returncode == 0
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), "the hub did not stop"
+    with pytest.raises(httpx2.TransportError):
+        answers(key)
+
+    restarted = scaffold(start)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert "== start the hub" in restarted.stdout
+    assert answers(new_key) == 200  # the data stayed under the prefix

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import render
 from tests.hubproc import free_port, running_hub, scaffold, sha256, write_config
 
 KEY = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
@@ -109,7 +110,15 @@ BAD_CONFIGS: dict[str, tuple[str | None, str]] = {
     "missing file": (None, "no hub configuration at"),
     "malformed TOML": ("[server\nport = 1\n", "is not valid TOML"),
     "unknown setting": ('[server]\nhots = "0.0.0.0"\n', "unknown setting server.hots"),
-    "wrong type": ('[server]\nport = "80"\n', "server.port has the wrong type"),
+    "wrong type": ('[server]\nport = "high"\n', "server.port must be an integer, got 'high'"),
+    "not a number": ('[queue]\nlease_seconds = "long"\n', "queue.lease_seconds must be a number, got 'long'"),
+    "not a boolean": ('[exec]\nenabled = "yes"\n', "exec.enabled must be true or false, got 'yes'"),
+    "a boolean port": ("[server]\nport = true\n", "server.port must be an integer, got true"),
+    "not a string": ("[exec]\nsandbox = 1\n", "exec.sandbox must be a string, got 1"),
+    "not an array": (
+        '[server]\ntrusted_proxies = "::1"\n',
+        "server.trusted_proxies must be an array, got '::1'",
+    ),
     "not a table": ("server = 1\n", "[server] must be a table"),
     "not positive": ("[queue]\nlease_seconds = 0\n", "queue.lease_seconds must be positive"),
     "port too high": ("[server]\nport = 70000\n", "server.port must be between 1 and 65535"),
@@ -170,3 +179,60 @@ def test_the_hub_serves_a_rendered_projects_config(tmp_path: Path) -> None:
         with hub.client(secrets.token_urlsafe(32)) as client:
             assert client.get("/v1/status").status_code == 401
     assert hub.proc.returncode == 0, hub.stderr
+
+
+def test_keys_commands_inside_a_project_use_its_hub_toml(tmp_path: Path) -> None:
+    workspace = tmp_path / "srv" / "workspace"
+    project = render(tmp_path / "team", workspace_path=str(workspace)).dest
+    data_dir = tmp_path / "srv" / "hub-data"  # what the project's vps/hub.toml names
+    below = project / "docs"  # any directory inside the project will do
+
+    added = scaffold("hub", "keys", "add", "laptop", cwd=below)
+
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.strip()
+    assert KEY.fullmatch(key) and key not in added.stderr
+    assert f"database in {data_dir}" in added.stderr
+    assert (data_dir / "hub.sqlite3").is_file()
+    assert not (below / "hub-data").exists() and not (project / "hub-data").exists()
+    # the hub the project's docs start reads that key
+    config = project / "vps" / "hub.toml"
+    with running_hub(config, log_dir=tmp_path / "log") as hub, hub.client(key) as client:
+        assert client.get("/v1/status").status_code == 200
+    listing = scaffold("hub", "keys", "list", cwd=project)
+    assert listing.returncode == 0, listing.stderr
+    assert "laptop" in listing.stdout
+    revoked = scaffold("hub", "keys", "revoke", "laptop", cwd=below)
+    assert revoked.returncode == 0, revoked.stderr
+
+
+def test_keys_commands_outside_a_project_refuse_rather_than_make_a_database(tmp_path: Path) -> None:
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    for command in (["add", "laptop"], ["list"], ["revoke", "laptop"]):
+        refused = scaffold("hub", "keys", *command, cwd=nowhere)
+        assert refused.returncode == 1 and refused.stdout == ""
+        assert "no hub here" in one_error_line(refused) and "--config" in refused.stderr
+        assert not (nowhere / "hub-data").exists()
+    # a ./hub-data that holds a hub's database is still the default, as before
+    made = scaffold("hub", "keys", "add", "laptop", "--data-dir", "hub-data", cwd=nowhere)
+    assert made.returncode == 0, made.stderr
+    listing = scaffold("hub", "keys", "list", cwd=nowhere)
+    assert listing.returncode == 0 and "laptop" in listing.stdout, listing.stderr
+
+
+def test_keys_commands_in_a_remote_project_point_to_the_server(tmp_path: Path) -> None:
+    workspace = tmp_path / "srv" / "workspace"
+    project = render(
+        tmp_path / "team",
+        deployment="remote",
+        hub_url="http://203.0.113.10:5555",
+        workspace_path=str(workspace),
+        project_slug="far-team",
+    ).dest
+
+    refused = scaffold("hub", "keys", "add", "laptop", cwd=project)
+
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "--config /etc/far-team/hub.toml" in one_error_line(refused)
+    assert not (tmp_path / "srv" / "hub-data").exists() and not (project / "hub-data").exists()

@@ -2,23 +2,26 @@
 
 The steps: build the bundle (the project's `vps/` plus a wheel of this package in `dist/`),
 copy it over SSH (one connection: a tar stream) and run its `bootstrap.sh` there, wait for
-`/healthz` at the project's hub URL, make one authenticated request with the project's key, and
-print the next steps. The bootstrap is idempotent, so deploying again is how an update reaches
-the server. Every failure is a `DeployError` that says what happened and what to do.
+`/healthz` at the project's hub URL on the machine just installed (whatever the URL's DNS says),
+make one authenticated request with the project's key, and print the next steps. The bootstrap
+is idempotent, so deploying again is how an update reaches the server. Every failure is a
+`DeployError` that says what happened and what to do.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,16 +48,31 @@ class Target:
     ssh_options: Sequence[str] = field(default_factory=tuple)
 
     def ssh(self, *command: str) -> list[str]:
-        args = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15",
-                "-o", "StrictHostKeyChecking=accept-new"]  # fmt: skip
+        assert self.host is not None
+        return ["ssh", *self._options(), self.host, *command]
+
+    def address(self) -> str:
+        """The machine the hub was installed on: the host ssh logs in to (a Host alias of
+        ~/.ssh/config resolved, as `ssh -G` shows), or loopback for this machine."""
+        if self.host is None:
+            return "127.0.0.1"
+        shown = subprocess.run(["ssh", "-G", *self._options(), self.host], capture_output=True, text=True,
+                               check=False)  # fmt: skip
+        for line in shown.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "hostname" and value:
+                return value
+        return self.host.rpartition("@")[2]
+
+    def _options(self) -> list[str]:
+        args = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "StrictHostKeyChecking=accept-new"]
         for option in self.ssh_options:
             args += ["-o", option]
         if self.identity is not None:
             args += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         if self.port is not None:
             args += ["-p", str(self.port)]
-        assert self.host is not None
-        return [*args, self.host, *command]
+        return args
 
 
 def deploy(
@@ -70,6 +88,8 @@ def deploy(
         print(f"==> {text}", file=out, flush=True)
 
     answers = read_answers(project)
+    if target.host is not None and answers.get("deployment") != "remote":
+        raise DeployError(move_to_a_server(project, answers, target.host))
     bundle_source = project / "vps"
     if not (bundle_source / "bootstrap.sh").is_file():
         raise DeployError(f"{bundle_source} has no bootstrap.sh: run `scaffold update {project}` to get it")
@@ -89,17 +109,36 @@ def deploy(
             step(f"copying the bundle to {target.host} and running bootstrap.sh there")
             run_bootstrap_remote(target, bundle, options, out)
     url = str(answers["hub_url"]).rstrip("/")
-    step(f"waiting for {url}/healthz")
+    # The check goes to the machine just installed, not wherever the URL resolves: that may
+    # be another hub (a local one on the same port), or nothing yet (DNS not set up).
+    address = target.address()
+    step(f"waiting for {url}/healthz on {target.host or 'this machine'} ({address})")
     log = f"{prefix}/hub.log" if prefix is not None else f"journalctl -u {answers['project_slug']}-hub"
-    wait_healthy(url, health_timeout, f"{log} {f'on {target.host}' if target.host else 'here'}")
+    wait_healthy(url, health_timeout, f"{log} {f'on {target.host}' if target.host else 'here'}", address)
     key = project_key(project)
     if key is None:
         print("    no VPS_API_KEY in the environment or .claude/settings.local.json: the check with a key "
               "is skipped", file=out)  # fmt: skip
     else:
         step("checking an authenticated request (GET /v1/status) with the project's key")
-        check_key(url, key)
+        check_key(url, key, address)
+    if target.host is not None and (elsewhere := points_elsewhere(url, address)):
+        print(f"    note: {elsewhere}", file=out)
     print(next_steps(project, answers, key is not None), file=out, flush=True)
+
+
+def move_to_a_server(project: Path, answers: dict[str, object], host: str) -> str:
+    """Why a local project is not deployed to a host, and the `scaffold update` that moves it."""
+    server = host.rpartition("@")[2]
+    port = urllib.parse.urlsplit(str(answers.get("hub_url", ""))).port or 5555
+    data = ["deployment=remote", f"hub_url=http://{f'[{server}]' if ':' in server else server}:{port}"]
+    if str(answers.get("workspace_path", "")).startswith("~"):  # a server needs an absolute path
+        data.append(f"workspace_path=/srv/{answers.get('project_slug')}/workspace")
+    where = "" if project == Path.cwd() else f" {shlex.quote(str(project))}"
+    update = f"scaffold update{where} " + " ".join(f"--data {item}" for item in data)
+    return (f"{project} runs its hub on this machine (deployment: local), so there is nothing to install on "
+            f"{host}; to move the hub there, run `{update}`, commit, and deploy again (vps/README.md, "
+            '"Moving to a server")')  # fmt: skip
 
 
 def build_wheel(directory: Path) -> Path:
@@ -193,19 +232,68 @@ def last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def wait_healthy(url: str, timeout: float, log: str) -> None:
+def get(url: str, path: str, address: str | None, headers: dict[str, str], timeout: float) -> int:
+    """GET url+path from `address` (or from the URL's host when None) and return the status.
+
+    The request is the URL's own (its Host header, its TLS name and certificate check); only
+    the TCP connection goes to `address`, as `curl --resolve` does.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host, secure = parts.hostname or "", parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    sock = socket.create_connection((address or host, port), timeout=timeout)
+    try:
+        if secure:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        connection.sock = sock  # already connected: the connection sends over it as it is
+        connection.request("GET", path, headers={"Host": parts.netloc, **headers})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        sock.close()
+
+
+def wait_healthy(url: str, timeout: float, log: str, address: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     problem = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:  # noqa: S310 (http(s) only)
-                if answer.status == 200:
-                    return
-        except (OSError, urllib.error.URLError) as error:
-            problem = str(getattr(error, "reason", error))
+            status = get(url, "/healthz", address, {}, 5)
+            if status == 200:
+                return
+            problem = f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as error:
+            problem = str(error) or type(error).__name__
         time.sleep(1.0)
-    raise DeployError(f"the hub was installed but {url}/healthz did not answer within {timeout:.0f} s "
-                      f"({problem or 'no answer'}): check {log}, the firewall and the URL's DNS")  # fmt: skip
+    at = f" at {address}" if address else ""
+    raise DeployError(f"the hub was installed but {url}/healthz did not answer{at} within {timeout:.0f} s "
+                      f"({problem or 'no answer'}): check {log} and the firewall")  # fmt: skip
+
+
+def points_elsewhere(url: str, address: str) -> str | None:
+    """Say so when the URL's host does not resolve to `address`, where the hub was installed:
+    the check went there directly, and sessions that use the URL would not reach it."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    installed, named = resolve(address), resolve(host)
+    if not installed:
+        return None  # a name only ssh knows how to reach (a proxy): nothing to compare
+    if not named:
+        return f"{host} does not resolve here; sessions reach the hub at {url} once it points to {address}"
+    if named & installed:
+        return None
+    return (
+        f"{host} resolves to {', '.join(sorted(named))}, not to {address} where the hub was installed; "
+        f"sessions that use {url} reach another machine until {host} points to {address}"
+    )
+
+
+def resolve(name: str) -> set[str]:
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except OSError:
+        return set()
 
 
 def project_key(project: Path) -> str | None:
@@ -219,20 +307,17 @@ def project_key(project: Path) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def check_key(url: str, key: str) -> None:
-    headers = {"Authorization": f"Bearer {key}"}
-    request = urllib.request.Request(f"{url}/v1/status", headers=headers)  # noqa: S310 (http(s) only)
+def check_key(url: str, key: str, address: str | None = None) -> None:
     try:
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (http(s) only)
-            return
-    except urllib.error.HTTPError as error:
-        if error.code == 401:
-            raise DeployError("the hub answers but refuses the project's key (401): the key's hash in "
-                              "vps/hub.toml must be the one of VPS_API_KEY; `scaffold hub keys add` makes "
-                              "a new key on the server") from None  # fmt: skip
-        raise DeployError(f"the hub answered GET /v1/status with {error.code}") from None
-    except OSError as error:
-        raise DeployError(f"GET {url}/v1/status failed: {getattr(error, 'reason', error)}") from None
+        status = get(url, "/v1/status", address, {"Authorization": f"Bearer {key}"}, 10)
+    except (OSError, http.client.HTTPException) as error:
+        raise DeployError(f"GET {url}/v1/status failed: {error}") from None
+    if status == 401:
+        raise DeployError("the hub answers but refuses the project's key (401): the key's hash in "
+                          "vps/hub.toml must be the one of VPS_API_KEY; `scaffold hub keys add` makes "
+                          "a new key on the server")  # fmt: skip
+    if status != 200:
+        raise DeployError(f"the hub answered GET /v1/status with {status}")
 
 
 def next_steps(project: Path, answers: dict[str, object], keyed: bool) -> str:

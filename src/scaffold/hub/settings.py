@@ -121,6 +121,14 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "cpu_seconds"): ("exec_cpu_seconds", int),
     ("exec", "max_concurrent"): ("exec_max_concurrent", int),
 }
+# How a type error names the expected kind, in TOML's words (a user writes TOML, not Python).
+_KIND_NAMES: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    (int, float): "a number",
+    bool: "true or false",
+    list: "an array",
+}
 _POSITIVE = {"port", "max_body_bytes", "lease_seconds", "heartbeat_seconds", "max_attempts",
              "worker_lost_seconds", "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes",
              "max_file_bytes", "grep_max_bytes", "exec_max_processes", "exec_max_memory_mb",
@@ -148,7 +156,9 @@ def load_settings(config: Path | None) -> HubSettings:
                 raise ConfigError(f"{config}: unknown setting {section}.{key}")
             name, kind = _FIELDS[(section, key)]
             if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-                raise ConfigError(f"{config}: {section}.{key} has the wrong type ({value!r})")
+                # a boolean as TOML writes it (true), anything else as Python quotes it ('high')
+                shown = str(value).lower() if isinstance(value, bool) else repr(value)
+                raise ConfigError(f"{config}: {section}.{key} must be {_KIND_NAMES[kind]}, got {shown}")
             if name in _POSITIVE and isinstance(value, int | float) and value <= 0:
                 raise ConfigError(f"{config}: {section}.{key} must be positive")
             if name == "port" and isinstance(value, int) and value > MAX_PORT:
