@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +87,21 @@ def test_every_command_has_an_example_in_its_help_and_is_in_the_readme() -> None
         example = re.search(rf"^example: .*\b{re.escape(command)} ", parser.format_help(), re.MULTILINE)
         assert example, f"`{command} --help` shows no example of it"
         assert re.search(rf"\b{re.escape(command)}\b", README), f"README.md does not mention `{command}`"
+
+
+def test_the_readme_pytest_copie_example_runs(tmp_path: Path) -> None:
+    """The example of "Testing changes to the template", run as the README says: its tests pass."""
+    section = README.split("## Testing changes to the template", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert "copie.copy(" in example and "copie.update(" in example
+    test_file = tmp_path / "test_my_change.py"
+    test_file.write_text(example, encoding="utf-8")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "VPS_SCAFFOLD_CACHE_DIR": str(tmp_path / "cache")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider",
+         "--basetemp", str(tmp_path / "basetemp")],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-2000:]

@@ -139,6 +139,34 @@ def test_worker_playbook_has_a_section_per_chosen_role(rendered: NewProject) -> 
         assert has_section == (role in rendered.answers["worker_roles"]), (role, headings)
 
 
+# What the coordinator and the workers read, and the docs on writing tasks: they name a role only
+# if some worker takes it. (The setup and worker guides also say which chosen roles none takes.)
+ROLE_TEXTS = ["CLAUDE.md", "README.md", ".claude/COORDINATOR_CLAUDE.md", ".claude/WORKER_CLAUDE.md",
+              ".claude/skills/*/SKILL.md", "docs/coordinator-guide.md", "docs/task-format.md",
+              "docs/troubleshooting.md"]  # fmt: skip
+
+
+def test_with_fewer_workers_than_roles_the_playbooks_name_only_roles_that_run(tmp_path: Path) -> None:
+    project = render(tmp_path / "project", worker_count="2", worker_roles="[backend, testing, docs]").dest
+    running = {"backend", "testing"}
+    named: set[str] = set()
+    for pattern in ROLE_TEXTS:
+        for path in project.glob(pattern):
+            text = path.read_text()
+            roles = set(re.findall(r"/worker ([a-z]+)", text))
+            roles |= set(re.findall(r"^\| `([a-z]+)`", text, flags=re.MULTILINE))  # role tables
+            roles |= set(re.findall(r"^\s*`([a-z]+)` \(", text, flags=re.MULTILINE))  # role lists
+            roles &= {"backend", "frontend", "testing", "devops", "data", "docs"}
+            assert roles <= running, f"{path.name} names {roles - running}, which no worker runs"
+            assert "Documentation" not in text and "`writing`" not in text, path
+            named |= roles
+    assert named == running
+    coordinator = (project / ".claude/COORDINATOR_CLAUDE.md").read_text()
+    assert '"required_capabilities": []' in coordinator, "the docs task of the example requires nothing"
+    guide = (project / "docs/setup-guide.md").read_text()
+    assert "no worker takes\n`docs`" in guide and "`scaffold update --data worker_count=3`" in guide
+
+
 def test_hub_config_matches_the_answers(rendered: NewProject) -> None:
     config = tomllib.loads((rendered.dest / "vps/hub.toml").read_text())
     answers = rendered.answers
@@ -217,3 +245,21 @@ def test_copier_itself_refuses_invalid_answers(tmp_path: Path, data: str, messag
     assert result.returncode != 0
     assert message in result.stderr.strip().splitlines()[-1]
     assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_the_bundle_readme_lists_every_file_of_the_bundle(rendered: NewProject) -> None:
+    bundle = rendered.dest / "vps"
+    table = (bundle / "README.md").read_text().split("## Files", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([^`]+)`(?:, `([^`]+)`)?", table, flags=re.M))
+    names = {name for pair in listed for name in pair if name}
+    assert names == {path.name for path in bundle.iterdir()}
+
+
+def test_the_readme_explains_every_file_under_dot_claude(rendered: NewProject) -> None:
+    table = (rendered.dest / "README.md").read_text().split("## What is here", 1)[1].split("\n## ", 1)[0]
+    explained = set(re.findall(r"`(\.claude/[^`]*)`", table))
+    for path in sorted((rendered.dest / ".claude").rglob("*")):
+        if path.is_file():
+            name = str(path.relative_to(rendered.dest))
+            covered = [row for row in explained if name == row or name.startswith(row.rstrip("/") + "/")]
+            assert covered, f"README.md does not say what {name} is"

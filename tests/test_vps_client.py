@@ -182,6 +182,11 @@ def test_status_and_plan(hub: HubProcess, cwd: Path) -> None:
     status = vps("--json", "status", url=hub.url, cwd=cwd).json()
     assert status["plan"]["plan"] == "from a file" and "progress" in status
     assert "goal: Ship v2" in vps("status", url=hub.url, cwd=cwd).out
+    tag = f"nobody-{time.monotonic_ns()}"
+    task = {"title": "orphan", "instructions": "no worker has the tag", "required_capabilities": [tag]}
+    made = vps("tasks", "create", "--json", url=hub.url, cwd=cwd, stdin=json.dumps(task)).json()
+    overview = vps("status", url=hub.url, cwd=cwd).out
+    assert f"unclaimable (no live worker has all its tags): {made['id']} lacks {tag}" in overview
 
 
 def test_a_task_from_creation_to_done(hub: HubProcess, cwd: Path) -> None:
@@ -524,3 +529,19 @@ def test_a_hub_that_never_answers_times_out_as_a_network_error(cwd: Path) -> Non
         with pytest.raises(vps_module.HubError, match=r"no answer within 0\.3 s") as error:
             client.call("status")
     assert error.value.exit_code == NETWORK and time.monotonic() - started < 5
+
+
+def test_a_blind_overwrite_needs_force(hub: HubProcess, cwd: Path) -> None:
+    """`--etag '*'` replaces any version, another worker's change too: refused in one line unless
+    `--force` says it is meant, and the file is left as it was."""
+
+    def files(*args: str, stdin: str = "") -> Run:
+        return vps("files", *args, url=hub.url, cwd=cwd, stdin=stdin)
+
+    assert files("put", "blind.txt", stdin="theirs\n").code == OK
+    blind = files("put", "blind.txt", "--etag", "*", stdin="mine\n")
+    assert blind.code == USAGE and blind.err.count("\n") == 1 and "--force" in blind.err, blind.err
+    assert files("cat", "blind.txt").out == "theirs\n"
+    forced = files("put", "blind.txt", "--etag", "*", "--force", stdin="mine\n")
+    assert forced.code == OK and forced.out.startswith("replaced blind.txt; etag ")
+    assert files("cat", "blind.txt").out == "mine\n"
