@@ -109,6 +109,15 @@ def bundled_template() -> TemplateRef:
             _git(repo, "add", "-A")
             _git(repo, "commit", "-q", "--allow-empty", "-m", f"vps-agent-scaffold template {tag}")
             _git(repo, "tag", tag)
+        # A tag fetched from the shipped history is not checked out: do it, so the repository's
+        # HEAD and files are this version for plain copier (and pytest-copie) too.
+        wanted = _git(repo, "rev-parse", f"{tag}^{{commit}}").strip()
+        try:
+            head = _git(repo, "rev-parse", "-q", "--verify", "HEAD^{commit}").strip()
+        except ScaffoldError:  # a new repository: no commit checked out yet
+            head = ""
+        if head != wanted:
+            _git(repo, "checkout", "-q", "--force", "--detach", tag)
     return TemplateRef(_portable(repo), tag)
 
 
