@@ -80,8 +80,11 @@ def main() -> int:
                 subprocess.run(["true"], check=True, stdin=subprocess.DEVNULL)
                 direct_time = time.perf_counter() - start
                 if run >= 0:
-                    for name, value in zip(names, (argv_time, shell_time, answer["duration_seconds"],
-                                                   health_time, direct_time), strict=True):  # fmt: skip
+                    for name, value in zip(
+                        names,
+                        (argv_time, shell_time, answer["duration_seconds"], health_time, direct_time),
+                        strict=True,
+                    ):
                         times[name].append(value)
         finally:
             conn.close()

@@ -44,8 +44,15 @@ def hook_commands(project: Path) -> dict[str, str]:
 
 def timed(command: str, event: dict[str, Any], env: dict[str, str]) -> tuple[float, dict[str, Any] | None]:
     began = time.perf_counter()
-    done = subprocess.run(["sh", "-c", command], input=json.dumps(event), capture_output=True, text=True,
-                          env=env, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        ["sh", "-c", command],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
         raise BenchError(f"{command}: exit {done.returncode}: {done.stderr[-500:]}")
@@ -65,25 +72,37 @@ def main() -> int:
         parser.error("--runs must be at least 1")
     with single_hub("bench_hooks") as (hub, work):
         project = work / "project"
-        subprocess.run([sys.executable, "-m", "scaffold", "new", str(project), "--defaults"],
-                       capture_output=True, check=True, timeout=300)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "scaffold", "new", str(project), "--defaults"],
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
         commands = hook_commands(project)
         state = Path(tempfile.mkdtemp(prefix="hook-state-", dir=work))
-        env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "HOME": str(work), "CLAUDE_PROJECT_DIR": str(project), "VPS_API_URL": f"http://127.0.0.1:{hub.port}",
-               "VPS_API_KEY": hub.key, "VPS_HOOK_STATE_DIR": str(state)}  # fmt: skip
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(work),
+            "CLAUDE_PROJECT_DIR": str(project),
+            "VPS_API_URL": f"http://127.0.0.1:{hub.port}",
+            "VPS_API_KEY": hub.key,
+            "VPS_HOOK_STATE_DIR": str(state),
+        }
         session = f"bench-{secrets.token_hex(4)}"
         status, worker = hub.call("POST", "/v1/workers", {"session_id": session, "role": "backend"})
         if status != 201:
             raise BenchError(f"register: HTTP {status} {worker}")
-        tasks = [{"title": f"bench task {n}", "instructions": "## Objective\n" + "Do it. " * 60}
-                 for n in range(args.runs)]  # fmt: skip
+        tasks = [
+            {"title": f"bench task {n}", "instructions": "## Objective\n" + "Do it. " * 60}
+            for n in range(args.runs)
+        ]
         status, made = hub.call("POST", "/v1/tasks", {"tasks": tasks})
         if status != 201:
             raise BenchError(f"create: HTTP {status} {made}")
 
-        times: dict[str, list[float]] = {name: [] for name in ("stop", "stop-other", "start", "beat",
-                                                               "python")}  # fmt: skip
+        times: dict[str, list[float]] = {
+            name: [] for name in ("stop", "stop-other", "start", "beat", "python")
+        }
         stop = {"session_id": session, "hook_event_name": "Stop", "stop_hook_active": False}
         other = {**stop, "session_id": f"not-a-worker-{secrets.token_hex(4)}"}
         start = {"session_id": session, "hook_event_name": "SessionStart", "source": "compact"}
@@ -91,8 +110,13 @@ def main() -> int:
         beat_env = {**env, "VPS_HEARTBEAT_SECONDS": "0"}
         for _ in range(args.runs):
             elapsed, answer = timed(commands["Stop"], stop, env)
-            expect(answer, "Stop with a ready task", answer is not None and answer.get("decision") == "block"
-                   and "lease_token" in answer.get("reason", ""))  # fmt: skip
+            expect(
+                answer,
+                "Stop with a ready task",
+                answer is not None
+                and answer.get("decision") == "block"
+                and "lease_token" in answer.get("reason", ""),
+            )
             times["stop"].append(elapsed)
             elapsed, answer = timed(commands["SessionStart"], start, env)
             expect(answer, "SessionStart", bool(answer) and "You hold task" in json.dumps(answer))

@@ -41,11 +41,27 @@ def main() -> int:
         template = bundled_template()  # the snapshot both commands read; made once, untimed
         commands = {
             "scaffold new --defaults": [
-                sys.executable, "-m", "scaffold", "new", "DEST", "--defaults", "--quiet"],
+                sys.executable,
+                "-m",
+                "scaffold",
+                "new",
+                "DEST",
+                "--defaults",
+                "--quiet",
+            ],
             "copier copy --defaults": [
-                sys.executable, "-m", "copier", "copy", "--defaults", "--quiet",
-                "--vcs-ref", str(template.ref), template.src, "DEST"],
-        }  # fmt: skip
+                sys.executable,
+                "-m",
+                "copier",
+                "copy",
+                "--defaults",
+                "--quiet",
+                "--vcs-ref",
+                str(template.ref),
+                template.src,
+                "DEST",
+            ],
+        }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for run in range(-1, args.runs):  # run -1 warms both up (imports, page cache)
             for index, (name, argv) in enumerate(commands.items()):

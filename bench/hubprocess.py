@@ -2,8 +2,9 @@
 
 `Hub` starts `python -m scaffold hub serve --config hub.toml --port P` on a fresh data directory
 with one admin key (or bench/minimal_hub.py), waits for /healthz, and reads its CPU time and
-memory from /proc. `load` runs one bench/loadclient.py job in its own process and keeps the
-ids of the claimed tasks in the hub's ledger, for the duplicate checks.
+memory from /proc, and how long its event loop waited for a core. `load` runs one
+bench/loadclient.py job in its own process and keeps the ids of the claimed tasks in the hub's
+ledger; `cross_check` holds that ledger against the hub's database.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -73,12 +75,29 @@ class Hub:
         self.claimed: list[int] = []
         self.workers: list[int] = list(range(1, 33)) if minimal_db else []
         self._log = (self.dir / "hub.log").open("wb")
-        argv = [sys.executable, "-m", "scaffold", "hub", "serve", "--config", str(config),
-                "--port", str(self.port)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "scaffold",
+            "hub",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(self.port),
+        ]
         if minimal_db is not None:
             digest = hashlib.sha256(key.encode()).hexdigest()
-            argv = [sys.executable, str(HERE / "minimal_hub.py"), "--db", str(minimal_db),
-                    "--port", str(self.port), "--key-sha256", digest]  # fmt: skip
+            argv = [
+                sys.executable,
+                str(HERE / "minimal_hub.py"),
+                "--db",
+                str(minimal_db),
+                "--port",
+                str(self.port),
+                "--key-sha256",
+                digest,
+            ]
         self.proc = subprocess.Popen(
             argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -137,6 +156,19 @@ class Hub:
             if status != 201 or len(body["tasks"]) != stop - start:
                 raise BenchError(f"create tasks on hub {self.name}: HTTP {status}")
 
+    def ready_tasks(self) -> int:
+        """Tasks in state `ready`, read from the hub's database file (WAL: the hub goes on)."""
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            count: int = db.execute("SELECT count(*) FROM tasks WHERE state = 'ready'").fetchone()[0]
+        finally:
+            db.close()
+        return count
+
+    def waited_seconds(self) -> float:
+        """Seconds its main thread (the event loop) was ready to run but had no core."""
+        return run_queue_seconds(Path(f"/proc/{self.proc.pid}/schedstat"))
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])  # utime + stime
@@ -157,6 +189,32 @@ class Hub:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def cross_check(hub: Hub) -> list[str]:
+    """Each task a client got has exactly one task.claimed event, and no other task was claimed."""
+    db = sqlite3.connect(hub.db_path)
+    try:
+        events: dict[int, int] = dict(
+            db.execute("SELECT task_id, count(*) FROM events WHERE type = 'task.claimed' GROUP BY task_id")
+        )
+        in_state = {row[0] for row in db.execute("SELECT id FROM tasks WHERE state = 'claimed'")}
+    finally:
+        db.close()
+    got = set(hub.claimed)
+    problems = [f"{hub.name}: task {i} has {n} task.claimed events" for i, n in events.items() if n != 1]
+    problems += [
+        f"{hub.name}: task {i} was answered but has no task.claimed event" for i in got - set(events)
+    ]
+    problems += [f"{hub.name}: task {i} was claimed but no client got it" for i in set(events) - got]
+    problems += [f"{hub.name}: task {i} was answered but is not claimed" for i in got - in_state]
+    problems += [f"{hub.name}: task {i} is claimed but no client got it" for i in in_state - got]
+    return problems
+
+
+def run_queue_seconds(schedstat: Path = Path("/proc/thread-self/schedstat")) -> float:
+    """Time a thread spent runnable but waiting for a core: what other processes cost it."""
+    return int(schedstat.read_text().split()[1]) / 1e9
 
 
 def busy_cpu_seconds() -> float:

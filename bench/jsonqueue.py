@@ -58,11 +58,19 @@ class JsonQueue:
             next_id = max((task["id"] for task in data["tasks"]), default=0) + 1
             ids = list(range(next_id, next_id + len(tasks)))
             data["tasks"].extend(
-                {"id": task_id, "title": title, "description": instructions, "status": "available",
-                 "claimed_by": None, "claimed_at": None, "priority": priority, "dependencies": [],
-                 "result": None}
+                {
+                    "id": task_id,
+                    "title": title,
+                    "description": instructions,
+                    "status": "available",
+                    "claimed_by": None,
+                    "claimed_at": None,
+                    "priority": priority,
+                    "dependencies": [],
+                    "result": None,
+                }
                 for task_id, (title, instructions) in zip(ids, tasks, strict=True)
-            )  # fmt: skip
+            )
             self._save(data)
         return ids
 

@@ -39,8 +39,12 @@ def make_app(path: str, key_sha256: str) -> Starlette:
             return JSONResponse({"error": {"code": "unauthorized", "message": "bad key"}}, 401)
         body = json.loads(await request.body())
         now = time.time()
-        params = {"worker": body["worker_id"], "token": secrets.token_urlsafe(24), "until": now + 300.0,
-                  "now": now}  # fmt: skip
+        params = {
+            "worker": body["worker_id"],
+            "token": secrets.token_urlsafe(24),
+            "until": now + 300.0,
+            "now": now,
+        }
         db.execute("BEGIN IMMEDIATE")
         row = db.execute(BARE_CLAIM, params).fetchone()
         db.execute("COMMIT")

@@ -68,14 +68,24 @@ class AsgiClaims:
         self.app = app
         self.body = json.dumps({"worker_id": worker}).encode()
         self.scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/v1/tasks/claim", "raw_path": b"/v1/tasks/claim",
-            "root_path": "", "query_string": b"", "client": ("127.0.0.1", 40000),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/tasks/claim",
+            "raw_path": b"/v1/tasks/claim",
+            "root_path": "",
+            "query_string": b"",
+            "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 5555),
-            "headers": [(b"host", b"127.0.0.1:5555"), (b"authorization", f"Bearer {key}".encode()),
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(self.body)).encode())],
-        }  # fmt: skip
+            "headers": [
+                (b"host", b"127.0.0.1:5555"),
+                (b"authorization", f"Bearer {key}".encode()),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(self.body)).encode()),
+            ],
+        }
         self.status = 0
 
     async def receive(self) -> Message:
@@ -125,8 +135,21 @@ def py_spy(hub: Hub, seconds: float, work: Path) -> str:
     """py-spy samples of the hub while 8 clients claim: self time by line, inclusive by function."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = work / "py-spy.txt"
-    argv = [exe, "record", "--pid", str(hub.proc.pid), "--rate", "500", "--duration", str(int(seconds)),
-            "--format", "raw", "--nonblocking", "-o", str(out)]  # fmt: skip
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(hub.proc.pid),
+        "--rate",
+        "500",
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "-o",
+        str(out),
+    ]
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     load(hub, Job(0, "", workers=tuple(hub.workers[:8]), max_requests=10**6, duration=seconds + 1.0))
@@ -139,8 +162,9 @@ def py_spy(hub: Hub, seconds: float, work: Path) -> str:
         frames = stack.split(";")
         total += int(count)
         own[frames[-1]] += int(count)
-        for frame in {frame.split(" (")[0] + " (" + frame.split(" (")[-1].rsplit(":", 1)[0] + ")"
-                      for frame in frames}:  # fmt: skip
+        for frame in {
+            frame.split(" (")[0] + " (" + frame.split(" (")[-1].rsplit(":", 1)[0] + ")" for frame in frames
+        }:
             inclusive[frame] += int(count)
     lines = [f"py-spy: {total} samples of the hub (busy samples only)", "-- self, by line:"]
     lines += [f"{n / total:6.1%}  {frame}" for frame, n in own.most_common(20)]
@@ -160,9 +184,16 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="profile-claim-"))
     key = secrets.token_urlsafe(32)
-    rates: dict[str, list[float]] = {name: [] for name in
-                                     ("bare statement", "SQLiteStore.claim", "Queue.claim", "ASGI in-process",
-                                      "HTTP, 8 clients")}  # fmt: skip
+    rates: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "bare statement",
+            "SQLiteStore.claim",
+            "Queue.claim",
+            "ASGI in-process",
+            "HTTP, 8 clients",
+        )
+    }
     limit = args.tasks // (args.rounds + 1)
     report = ""
     hubs: list[Hub] = []

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaffold.hub import lifecycle
 from scaffold.hub.store.sqlite import TASK_COLUMNS, SQLiteStore
 
 BARE_CLAIM = f"""
@@ -83,8 +84,10 @@ def time_statement(path: Path, statement: str, worker: int, seconds: float, limi
     end = start + seconds
     while count < limit and time.perf_counter() < end:
         now = time.time()
-        params = {"worker": worker, "token": secrets.token_urlsafe(24), "until": now + 300.0,
-                  "now": now, "caps": '["bench"]'}  # fmt: skip
+        token = secrets.token_urlsafe(24)
+        params = {"worker": worker, "token": token, "until": now + 300.0, "now": now, "caps": '["bench"]'}
+        # The store's statement takes the claim rule's values, named after the task's fields.
+        params |= lifecycle.claim(worker, ("bench",), token, now + 300.0, now).take.changes
         db.execute("BEGIN IMMEDIATE")
         row = db.execute(statement, params).fetchone()
         db.execute("COMMIT")

@@ -1,19 +1,30 @@
-"""Shared fixtures: an isolated template cache, rendering helpers and the real Claude Code CLI."""
+"""Shared fixtures: an isolated template cache, rendering helpers, the hub built in this process
+and the real Claude Code CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from scaffold.render import resolve_template
 from scaffold.wizard import NewProject, new_project
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from scaffold.hub.container import Services
+    from scaffold.hub.store.sqlite import SQLiteStore
+    from scaffold.hub.types import Clock, Role
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -60,8 +71,10 @@ def bubblewrap() -> None:
 def settings_schema() -> Path:
     """The SchemaStore schema of Claude Code settings (not copied into the repository)."""
     if not SETTINGS_SCHEMA.is_file():
-        message = (f"the SchemaStore settings schema is not at {SETTINGS_SCHEMA}: put the team's shared/ "
-                   "beside the checkout, or set CLAUDE_SETTINGS_SCHEMA to the file")  # fmt: skip
+        message = (
+            f"the SchemaStore settings schema is not at {SETTINGS_SCHEMA}: put the team's shared/ "
+            "beside the checkout, or set CLAUDE_SETTINGS_SCHEMA to the file"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -143,8 +156,12 @@ def git(repo: Path, *args: str) -> str:
     }
     result = subprocess.run(
         ["git", "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main", *args],
-        cwd=repo, env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout
 
 
@@ -153,7 +170,116 @@ def claude_bin() -> Iterator[Path]:
     """The pinned Claude Code binary, fetched into the cache by the same script CI uses."""
     fetched = subprocess.run(
         ["bash", str(REPO / "tools" / "fetch-claude-code.sh")],
-        capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert fetched.returncode == 0, f"cannot fetch Claude Code: {fetched.stderr}"
     yield Path(fetched.stdout.strip().splitlines()[-1])
+
+
+# -- the hub in this process --------------------------------------------------------------------
+# The hub's modules are imported where a hub is built, not here: the tests of the template and the
+# wizard do not load the hub.
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A key of each role, and the (name, role, sha256) of each as the hub's settings hold them."""
+
+    viewer: str
+    agent: str
+    admin: str
+    digests: tuple[tuple[str, Role, str], ...]
+
+
+def new_keys() -> Keys:
+    from scaffold.hub.auth import new_key
+    from scaffold.hub.types import ROLES
+
+    made = {role: new_key() for role in ROLES}
+    digests = tuple((f"{role}-key", role, made[role][1]) for role in ROLES)
+    return Keys(made["viewer"][0], made["agent"][0], made["admin"][0], digests)
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return new_keys()
+
+
+class FakeClock:
+    """Time that passes only when a test says so."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class BuiltHub:
+    """The hub's app and its parts. Not started: `with TestClient(built.app)` or a server runs its
+    lifespan (the workspace, the sandbox, the lease reaper)."""
+
+    app: Starlette
+    store: SQLiteStore
+    keys: Keys
+    workspace: Path
+
+    @property
+    def services(self) -> Services:
+        from scaffold.hub.container import Services
+
+        hub = self.app.state.services
+        assert isinstance(hub, Services)
+        return hub
+
+
+@contextlib.contextmanager
+def built_hub(
+    directory: Path,
+    keys: Keys | None = None,
+    *,
+    roles: Collection[str] | None = None,
+    more_keys: Iterable[tuple[str, Role, str]] = (),
+    clock: Clock = time.time,
+    workspace: Path | None = None,
+    data_dir: Path | None = None,
+    **settings: Any,
+) -> Iterator[BuiltHub]:
+    """The hub's app over a SQLite store in `data_dir` (else `directory`), its workspace at
+    `directory`/workspace unless given. Its settings hold the keys of `roles` (all by default,
+    each named ROLE-key) and `more_keys`, each (name, role, key); `settings` are other HubSettings
+    fields. The store is closed on exit."""
+    from scaffold.hub.app import create_app
+    from scaffold.hub.auth import digest
+    from scaffold.hub.settings import HubSettings
+    from scaffold.hub.store.sqlite import SQLiteStore
+
+    keys = keys or new_keys()
+    config_keys = [entry for entry in keys.digests if roles is None or entry[1] in roles]
+    config_keys += [(name, role, digest(key)) for name, role, key in more_keys]
+    workspace = workspace or directory / "workspace"
+    if data_dir is not None:
+        settings["data_dir"] = data_dir
+    store = SQLiteStore((data_dir or directory) / "hub.sqlite3")
+    try:
+        app = create_app(store, HubSettings(keys=tuple(config_keys), workspace=workspace, **settings), clock)
+        yield BuiltHub(app, store, keys, workspace)
+    finally:
+        store.close()
+
+
+MakeHub = Callable[..., BuiltHub]
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path, keys: Keys) -> Iterator[MakeHub]:
+    """`built_hub` in the test's tmp_path with the test's `keys`: `make_hub(**options)`."""
+    with contextlib.ExitStack() as hubs:
+        yield lambda **options: hubs.enter_context(built_hub(tmp_path, keys, **options))

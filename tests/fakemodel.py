@@ -61,8 +61,11 @@ class Turn:
                 if block.get("type") == "tool_result" and block["tool_use_id"] not in self.seen:
                     self.seen.add(block["tool_use_id"])
                     content = block.get("content", "")
-                    text = content if isinstance(content, str) else "".join(
-                        part.get("text", "") for part in content if isinstance(part, dict))  # fmt: skip
+                    text = (
+                        content
+                        if isinstance(content, str)
+                        else "".join(part.get("text", "") for part in content if isinstance(part, dict))
+                    )
                     name = self.names.get(block["tool_use_id"], "?")
                     self.result = (name, text, bool(block.get("is_error")))
                     return
@@ -129,25 +132,40 @@ class FakeModel:
 
 def stream(model: str, block: dict[str, Any], delta: dict[str, Any], stop: str) -> str:
     usage = {"input_tokens": 1, "output_tokens": 1}
-    message: dict[str, Any] = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                               "content": [], "stop_reason": None, "stop_sequence": None,
-                               "usage": usage}  # fmt: skip
+    message: dict[str, Any] = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     events = [
         ("message_start", {"type": "message_start", "message": message}),
         ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
         ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                           "usage": {"output_tokens": 1}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 1},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
-    ]  # fmt: skip
+    ]
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
 
 
 def search(*tools: str) -> Call:
     """Claude Code defers MCP tools behind ToolSearch: a model loads their schemas first."""
-    return Call("ToolSearch", {"query": "select:" + ",".join(f"mcp__vps__{tool}" for tool in tools),
-                               "max_results": len(tools)})  # fmt: skip
+    return Call(
+        "ToolSearch",
+        {"query": "select:" + ",".join(f"mcp__vps__{tool}" for tool in tools), "max_results": len(tools)},
+    )
 
 
 def found(pattern: str, text: str) -> str:

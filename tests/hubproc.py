@@ -34,8 +34,13 @@ def scaffold(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpr
     """Run the `scaffold` command to completion, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "scaffold", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=timeout, cwd=cwd,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def free_port() -> int:
@@ -63,8 +68,12 @@ def write_config(
         lines.append("[queue]")
         lines += [f"{setting} = {value}" for setting, value in queue.items()]
     for key_name, role, key in keys:
-        lines += ["[[keys]]", f"name = {json.dumps(key_name)}", f"role = {json.dumps(role)}",
-                  f"sha256 = {json.dumps(sha256(key))}"]  # fmt: skip
+        lines += [
+            "[[keys]]",
+            f"name = {json.dumps(key_name)}",
+            f"role = {json.dumps(role)}",
+            f"sha256 = {json.dumps(sha256(key))}",
+        ]
     path = directory / name
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

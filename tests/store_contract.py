@@ -2,18 +2,28 @@
 
 A concrete store's test module subclasses `StoreContract` and provides a `store` fixture (as
 huey's `StorageTests` does), so a PostgreSQL store runs these same tests unchanged. Nothing here
-may look past `Store`: no SQL, no private attributes.
+may look past `Store`: no SQL, no private attributes. The contract has two halves:
+
+- `StorageContract`: what a store implements. Its records (keys, plan, tasks, workers,
+  reservations, messages, events) and its primitives: a decided `Transition` applied atomically
+  with its events, on the task as it is inside the write; the claim's pick of the best ready task.
+- `LifecycleContract`: the queue's rules (scaffold.hub.lifecycle), run over the store through
+  those primitives exactly as `Queue` runs them. A store writes no code for this half: it passes
+  when its primitives keep the first half.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
+from scaffold.hub import lifecycle
 from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound, Reserved
-from scaffold.hub.store.base import ClaimRequest, Store, TaskFilter
+from scaffold.hub.lifecycle import ClaimRequest, ClaimTerms, Transition
+from scaffold.hub.store.base import Store, TaskFilter
 from scaffold.hub.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
 
 T0 = 1_000_000.0
@@ -68,20 +78,46 @@ def states(store: Store, *tasks: Task) -> list[str]:
     return [store.get_task(task.id).state for task in tasks]
 
 
+# -- the queue's rules through the store's primitives, as Queue applies them (time explicit) -----
+
+
+def heartbeat(store: Store, task_id: int, token: str, lease_until: float, now: float) -> Task:
+    rule = partial(lifecycle.heartbeat, token=token, lease_until=lease_until, now=now)
+    return store.transition(task_id, rule, now)[0]
+
+
+def complete(store: Store, task_id: int, token: str, result: str, now: float) -> tuple[Task, bool]:
+    return store.transition(task_id, partial(lifecycle.complete, token=token, result=result, now=now), now)
+
+
+def fail(store: Store, task_id: int, token: str, error: str, now: float) -> Task:
+    return store.transition(task_id, partial(lifecycle.fail, token=token, error=error, now=now), now)[0]
+
+
+def release(store: Store, task_id: int, token: str, now: float) -> Task:
+    return store.transition(task_id, partial(lifecycle.release, token=token, now=now), now)[0]
+
+
+def cancel(store: Store, task_id: int, actor: str, now: float) -> Task:
+    return store.transition(task_id, partial(lifecycle.cancel, actor=actor, now=now), now)[0]
+
+
+def stop_worker(store: Store, worker_id: int, now: float) -> Worker:
+    return store.stop_worker(worker_id, now, partial(lifecycle.worker_stopped, now=now))
+
+
 LeaseCall = Callable[[Store, int, str, float], object]
 
 LEASE_CALLS: dict[str, LeaseCall] = {
-    "heartbeat": lambda store, task_id, token, now: store.heartbeat(task_id, token, now + LEASE, now),
-    "complete": lambda store, task_id, token, now: store.complete(task_id, token, "result", now),
-    "fail": lambda store, task_id, token, now: store.fail(task_id, token, "error", now),
-    "release": lambda store, task_id, token, now: store.release(task_id, token, now),
+    "heartbeat": lambda store, task_id, token, now: heartbeat(store, task_id, token, now + LEASE, now),
+    "complete": lambda store, task_id, token, now: complete(store, task_id, token, "result", now),
+    "fail": lambda store, task_id, token, now: fail(store, task_id, token, "error", now),
+    "release": lambda store, task_id, token, now: release(store, task_id, token, now),
 }
 
 
-class StoreContract:
-    """Mixin: one test per rule of `Store`. Subclasses provide the `store` fixture."""
-
-    # -- keys -----------------------------------------------------------------------------
+class StorageContract:
+    """Mixin: what a store implements, one test per rule of `Store`."""
 
     def test_add_key_then_find_it_by_hash(self, store: Store) -> None:
         added = store.add_key("alice", "agent", sha("alice"), "cli", T0)
@@ -191,15 +227,11 @@ class StoreContract:
         key = store.find_key(sha("shared"))
         assert key is not None and key.name == "cli-key"
 
-    # -- plan -----------------------------------------------------------------------------
-
     def test_the_plan_starts_empty_and_keeps_the_last_update(self, store: Store) -> None:
         assert store.get_plan() == Plan("", "", None)
         assert store.set_plan("ship", "1. build", ACTOR, T0) == Plan("ship", "1. build", T0)
         store.set_plan("ship it", "1. build\n2. test", ACTOR, T0 + 5)
         assert store.get_plan() == Plan("ship it", "1. build\n2. test", T0 + 5)
-
-    # -- creating tasks -------------------------------------------------------------------
 
     def test_create_tasks_fills_every_field(self, store: Store) -> None:
         tasks, fresh = store.create_tasks(
@@ -246,7 +278,7 @@ class StoreContract:
     def test_depending_on_a_done_task_is_ready_at_once(self, store: Store) -> None:
         (a,) = create(store, new("a"))
         worker = register(store)
-        store.complete(a.id, claimed(store, worker).lease_token or "", "ok", T0)
+        complete(store, a.id, claimed(store, worker).lease_token or "", "ok", T0)
         (b,) = create(store, new("b", depends_on=(a.id,)))
         assert b.state == "ready"
         assert b.depends_on == (a.id,)
@@ -271,11 +303,11 @@ class StoreContract:
 
     def test_depending_on_a_task_that_can_never_finish_is_refused(self, store: Store) -> None:
         (cancelled, dying) = create(store, new("cancelled"), new("dying"), max_attempts=1)
-        store.cancel(cancelled.id, ACTOR, T0)
+        cancel(store, cancelled.id, ACTOR, T0)
         worker = register(store)
         held = claimed(store, worker)
         assert held.id == dying.id
-        assert store.fail(dying.id, held.lease_token or "", "boom", T0).state == "dead"
+        assert fail(store, dying.id, held.lease_token or "", "boom", T0).state == "dead"
         counts = store.count_tasks()
         for hopeless in (cancelled, dying):
             with pytest.raises(InvalidRequest, match=str(hopeless.id)):
@@ -326,8 +358,6 @@ class StoreContract:
         counts = store.count_tasks()
         assert counts == {"blocked": 1, "ready": 2, "claimed": 0, "done": 0, "dead": 0, "cancelled": 0}
 
-    # -- claiming -------------------------------------------------------------------------
-
     def test_claim_takes_the_highest_priority_then_the_oldest(self, store: Store) -> None:
         low, high_old, high_new, mid = create(
             store,
@@ -340,18 +370,6 @@ class StoreContract:
         order = [claimed(store, worker).id for _ in range(4)]
         assert order == [high_old.id, high_new.id, mid.id, low.id]
         assert claim(store, worker) is None
-
-    def test_claim_sets_a_lease(self, store: Store) -> None:
-        (task,) = create(store, new("a"))
-        worker = register(store)
-        got = store.claim(worker.id, (), "token-1", T0 + 10 + LEASE, T0 + 10)
-        assert got is not None
-        assert got.id == task.id
-        assert (got.state, got.worker_id, got.lease_token) == ("claimed", worker.id, "token-1")
-        assert (got.lease_expires_at, got.claimed_at, got.updated_at) == (T0 + 10 + LEASE, T0 + 10, T0 + 10)
-        assert got.attempts == 0
-        assert store.get_task(task.id) == got
-        assert store.get_worker(worker.id).current_task == task.id
 
     def test_claim_needs_every_required_capability(self, store: Store) -> None:
         (task,) = create(store, new("both", required_capabilities=("a", "b")))
@@ -378,33 +396,6 @@ class StoreContract:
         worker = register(store, caps=("python", "git"))
         assert claimed(store, worker).id == task.id
 
-    def test_a_claim_batch_answers_each_request_in_order_and_never_twice(self, store: Store) -> None:
-        high, low, gpu = create(
-            store, new("high", priority=5), new("low"), new("gpu", required_capabilities=("gpu",))
-        )
-        first, second = register(store, "s-1", ("gpu", "python")), register(store, "s-2", ("python",))
-        stopped = register(store, "s-3")
-        store.stop_worker(stopped.id, T0)
-        results = store.claim_batch(
-            [
-                ClaimRequest(first.id, ("python",), "t-1"),  # narrowed: may not take the gpu task
-                ClaimRequest(second.id, None, "t-2"),
-                ClaimRequest(stopped.id, None, "t-3"),
-                ClaimRequest(first.id + 99, None, "t-4"),
-                ClaimRequest(second.id, None, "t-5"),  # nothing left it can do
-                ClaimRequest(first.id, None, "t-6"),
-            ],
-            T0 + LEASE,
-            T0,
-        )
-        assert [getattr(r, "id", None) for r in results[:2]] == [high.id, low.id]
-        assert isinstance(results[2], Conflict) and "stopped" in results[2].message
-        assert isinstance(results[3], NotFound)
-        assert results[4] is None
-        assert isinstance(results[5], Task) and results[5].id == gpu.id
-        assert results[5].lease_token == "t-6"
-        assert store.count_tasks()["claimed"] == 3
-
     def test_claim_with_nothing_ready_returns_none(self, store: Store) -> None:
         worker = register(store)
         last = store.last_event_id()
@@ -422,200 +413,6 @@ class StoreContract:
         assert claim(store, worker) is None
         assert states(store, *blocked) == ["blocked"] * 3
 
-    # -- leases ---------------------------------------------------------------------------
-
-    def test_heartbeat_extends_the_lease(self, store: Store) -> None:
-        create(store, new("a"))
-        worker = register(store)
-        held = claimed(store, worker)
-        beat = store.heartbeat(held.id, held.lease_token or "", T0 + 500, T0 + 30)
-        assert (beat.state, beat.lease_token, beat.lease_expires_at) == (
-            "claimed",
-            held.lease_token,
-            T0 + 500,
-        )
-        assert beat.updated_at == T0 + 30
-        assert store.get_task(held.id) == beat
-        assert store.get_worker(worker.id).last_seen == T0 + 30
-
-    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
-    def test_a_wrong_token_is_a_lease_conflict_and_changes_nothing(
-        self, store: Store, operation: str
-    ) -> None:
-        create(store, new("a"))
-        worker = register(store)
-        held = claimed(store, worker)
-        before, last = store.get_task(held.id), store.last_event_id()
-        with pytest.raises(LeaseConflict):
-            LEASE_CALLS[operation](store, held.id, "not-the-token", T0 + 1)
-        assert store.get_task(held.id) == before
-        assert store.last_event_id() == last
-
-    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
-    def test_a_stale_token_is_a_lease_conflict_and_changes_nothing(
-        self, store: Store, operation: str
-    ) -> None:
-        create(store, new("a"))
-        first, second = register(store, "s-1"), register(store, "s-2")
-        stale = claimed(store, first)
-        store.release(stale.id, stale.lease_token or "", T0 + 1)
-        current = claimed(store, second, T0 + 2)
-        assert current.id == stale.id and current.lease_token != stale.lease_token
-        before, last = store.get_task(current.id), store.last_event_id()
-        with pytest.raises(LeaseConflict):
-            LEASE_CALLS[operation](store, stale.id, stale.lease_token or "", T0 + 3)
-        assert store.get_task(current.id) == before
-        assert store.last_event_id() == last
-
-    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
-    def test_a_task_that_is_not_claimed_refuses_every_token(self, store: Store, operation: str) -> None:
-        (task,) = create(store, new("a"))
-        before = store.get_task(task.id)
-        with pytest.raises(LeaseConflict):
-            LEASE_CALLS[operation](store, task.id, "", T0 + 1)
-        assert store.get_task(task.id) == before
-
-    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
-    def test_a_lease_call_on_an_unknown_task_is_not_found(self, store: Store, operation: str) -> None:
-        with pytest.raises(NotFound):
-            LEASE_CALLS[operation](store, 999, "token", T0)
-
-    def test_complete_records_the_result(self, store: Store) -> None:
-        create(store, new("a"))
-        worker = register(store)
-        held = claimed(store, worker)
-        done, changed = store.complete(held.id, held.lease_token or "", "it works", T0 + 5)
-        assert changed
-        assert (done.state, done.result, done.finished_at, done.updated_at) == (
-            "done",
-            "it works",
-            T0 + 5,
-            T0 + 5,
-        )
-        assert done.lease_expires_at is None
-        assert store.get_task(held.id) == done
-        assert store.get_worker(worker.id).current_task is None
-
-    def test_complete_twice_with_the_same_token_is_idempotent(self, store: Store) -> None:
-        create(store, new("a"))
-        worker = register(store)
-        held = claimed(store, worker)
-        token = held.lease_token or ""
-        done, changed = store.complete(held.id, token, "first", T0 + 5)
-        assert changed
-        last = store.last_event_id()
-        again, changed_again = store.complete(held.id, token, "second", T0 + 6)
-        assert not changed_again
-        assert again == done
-        assert again.result == "first"
-        assert store.last_event_id() == last
-        with pytest.raises(LeaseConflict):
-            store.complete(held.id, "another-token", "third", T0 + 7)
-
-    def test_completing_unblocks_a_dependent_only_when_all_its_dependencies_are_done(
-        self, store: Store
-    ) -> None:
-        a, b, c, d = create(
-            store,
-            new("a", ref="a", priority=2),
-            new("b", ref="b", priority=1),
-            new("c", ref="c", depends_on=("a", "b")),
-            new("d", depends_on=("a",)),
-        )
-        worker = register(store)
-        first = claimed(store, worker)
-        assert first.id == a.id
-        last = store.last_event_id()
-        store.complete(a.id, first.lease_token or "", "", T0 + 1)
-        assert states(store, c, d) == ["blocked", "ready"]
-        assert event_types(store, last) == ["task.completed", "task.ready"]
-        assert store.events_after(last, 10)[1].task_id == d.id
-        second = claimed(store, worker, T0 + 2)
-        assert second.id == b.id
-        store.complete(b.id, second.lease_token or "", "", T0 + 3)
-        assert states(store, c) == ["ready"]
-        assert store.get_task(c.id).updated_at == T0 + 3
-
-    def test_fail_returns_the_task_to_ready_then_kills_it_at_max_attempts(self, store: Store) -> None:
-        (task,) = create(store, new("a", max_attempts=2))
-        worker = register(store)
-        held = claimed(store, worker)
-        failed = store.fail(task.id, held.lease_token or "", "flaky", T0 + 1)
-        assert (failed.state, failed.attempts, failed.error) == ("ready", 1, "flaky")
-        assert (failed.worker_id, failed.lease_token, failed.lease_expires_at) == (None, None, None)
-        assert failed.finished_at is None
-        held = claimed(store, worker, T0 + 2)
-        dead = store.fail(task.id, held.lease_token or "", "broken", T0 + 3)
-        assert (dead.state, dead.attempts, dead.error, dead.finished_at) == ("dead", 2, "broken", T0 + 3)
-        assert claim(store, worker, T0 + 4) is None
-
-    def test_release_gives_the_task_back_without_using_an_attempt(self, store: Store) -> None:
-        (task,) = create(store, new("a", max_attempts=1))
-        worker = register(store)
-        for step in range(3):
-            held = claimed(store, worker, T0 + step)
-            released = store.release(task.id, held.lease_token or "", T0 + step)
-            assert (released.state, released.attempts) == ("ready", 0)
-            assert (released.worker_id, released.lease_token, released.lease_expires_at) == (None, None, None)
-        assert store.get_worker(worker.id).current_task is None
-
-    def test_cancel_a_task_that_is_not_finished(self, store: Store) -> None:
-        ready, blocked = create(store, new("ready", ref="r"), new("blocked", depends_on=("r",)))
-        cancelled = store.cancel(blocked.id, ACTOR, T0 + 1)
-        assert (cancelled.state, cancelled.finished_at) == ("cancelled", T0 + 1)
-        assert store.cancel(ready.id, ACTOR, T0 + 2).state == "cancelled"
-        worker = register(store)
-        assert claim(store, worker) is None
-
-    def test_cancel_a_claimed_task_makes_its_token_stale(self, store: Store) -> None:
-        create(store, new("a"))
-        worker = register(store)
-        held = claimed(store, worker)
-        cancelled = store.cancel(held.id, ACTOR, T0 + 1)
-        assert cancelled.state == "cancelled"
-        assert store.get_worker(worker.id).current_task is None
-        for operation in LEASE_CALLS.values():
-            with pytest.raises(LeaseConflict):
-                operation(store, held.id, held.lease_token or "", T0 + 2)
-        assert store.get_task(held.id) == cancelled
-
-    def test_cancel_a_finished_task_is_a_conflict(self, store: Store) -> None:
-        done, dead, cancelled = create(store, new("done"), new("dead", max_attempts=1), new("cancelled"))
-        worker = register(store)
-        held = claimed(store, worker)
-        store.complete(done.id, held.lease_token or "", "", T0)
-        held = claimed(store, worker)
-        store.fail(dead.id, held.lease_token or "", "", T0)
-        store.cancel(cancelled.id, ACTOR, T0)
-        for task in (done, dead, cancelled):
-            before = store.get_task(task.id)
-            with pytest.raises(Conflict, match=before.state):
-                store.cancel(task.id, ACTOR, T0 + 1)
-            assert store.get_task(task.id) == before
-        with pytest.raises(NotFound):
-            store.cancel(999, ACTOR, T0)
-
-    def test_reap_returns_expired_leases_to_ready_or_dead(self, store: Store) -> None:
-        retry, last_try, fresh = create(
-            store, new("retry", priority=3), new("last", priority=2, max_attempts=1), new("fresh", priority=1)
-        )
-        worker = register(store)
-        expired = [store.claim(worker.id, (), f"t-{t.id}", T0 + 10, T0) for t in (retry, last_try)]
-        assert [task.id for task in expired if task] == [retry.id, last_try.id]
-        alive = store.claim(worker.id, (), "t-fresh", T0 + 100, T0)
-        assert alive is not None and alive.id == fresh.id
-        assert store.reap(T0 + 5) == []
-        reaped = store.reap(T0 + 50)
-        assert {task.id: (task.state, task.attempts) for task in reaped} == {
-            retry.id: ("ready", 1),
-            last_try.id: ("dead", 1),
-        }
-        assert store.get_task(fresh.id) == alive
-        assert store.get_task(retry.id).lease_token is None
-        with pytest.raises(LeaseConflict):
-            store.complete(retry.id, f"t-{retry.id}", "late", T0 + 51)
-        assert store.reap(T0 + 60) == []
-
     def test_stuck_tasks_are_blocked_behind_a_task_that_can_never_finish(self, store: Store) -> None:
         a, b, c, d, e = create(
             store,
@@ -626,12 +423,12 @@ class StoreContract:
             new("e", depends_on=("b",)),
         )
         assert store.stuck_tasks() == []
-        store.cancel(a.id, ACTOR, T0)
+        cancel(store, a.id, ACTOR, T0)
         assert store.stuck_tasks() == [b.id]
         worker = register(store)
         held = claimed(store, worker)
         assert held.id == c.id
-        store.fail(c.id, held.lease_token or "", "", T0)
+        fail(store, c.id, held.lease_token or "", "", T0)
         assert store.stuck_tasks() == [b.id, d.id]
         assert states(store, e) == ["blocked"]
 
@@ -644,10 +441,8 @@ class StoreContract:
             new("both", required_capabilities=("backend", "db")),
         )
         assert store.ready_requirements() == [(ui.id, ("frontend",)), (both.id, ("backend", "db"))]
-        store.cancel(ui.id, ACTOR, T0)
+        cancel(store, ui.id, ACTOR, T0)
         assert [task_id for task_id, _ in store.ready_requirements()] == [both.id]
-
-    # -- workers --------------------------------------------------------------------------
 
     def test_register_a_worker(self, store: Store) -> None:
         worker = store.register_worker("s-1", "backend", ["python", "git"], T0)
@@ -669,7 +464,7 @@ class StoreContract:
 
     def test_registering_the_same_session_again_keeps_the_id(self, store: Store) -> None:
         first = store.register_worker("s-1", "backend", ["python"], T0)
-        store.stop_worker(first.id, T0 + 1)
+        stop_worker(store, first.id, T0 + 1)
         again = store.register_worker("s-1", "frontend", ["js"], T0 + 2)
         assert again.id == first.id
         assert (again.role, again.capabilities, again.stopped_at) == ("frontend", ("js",), None)
@@ -683,22 +478,6 @@ class StoreContract:
         with pytest.raises(NotFound):
             store.touch_worker(worker.id + 100, T0)
 
-    def test_stop_worker_releases_its_tasks_without_an_attempt(self, store: Store) -> None:
-        create(store, new("a"), new("b"), new("c"))
-        worker, other = register(store, "s-1"), register(store, "s-2")
-        mine = [claimed(store, worker), claimed(store, worker)]
-        theirs = claimed(store, other)
-        stopped = store.stop_worker(worker.id, T0 + 1)
-        assert (stopped.stopped_at, stopped.current_task) == (T0 + 1, None)
-        for held in mine:
-            task = store.get_task(held.id)
-            assert (task.state, task.attempts, task.worker_id, task.lease_token) == ("ready", 0, None, None)
-            with pytest.raises(LeaseConflict):
-                store.complete(held.id, held.lease_token or "", "", T0 + 2)
-        assert store.get_task(theirs.id) == theirs
-        with pytest.raises(NotFound):
-            store.stop_worker(999, T0)
-
     def test_current_task_follows_the_claim(self, store: Store) -> None:
         create(store, new("a"), new("b"))
         worker = register(store)
@@ -707,11 +486,9 @@ class StoreContract:
         assert store.get_worker(worker.id).current_task == held.id
         assert store.find_worker_by_session(worker.session_id) == store.get_worker(worker.id)
         assert [w.current_task for w in store.list_workers()] == [held.id]
-        store.complete(held.id, held.lease_token or "", "", T0 + 1)
+        complete(store, held.id, held.lease_token or "", "", T0 + 1)
         assert store.get_worker(worker.id).current_task is None
         assert store.get_worker(worker.id).idle_since == T0 + 1
-
-    # -- messages -------------------------------------------------------------------------
 
     def test_messages_are_read_by_target_and_cursor(self, store: Store) -> None:
         to_all = store.add_message("coordinator", "all", "message", "hello", T0)
@@ -737,64 +514,6 @@ class StoreContract:
         ]
         assert store.read_messages(["role:docs"], 0, 100) == []
 
-    # -- events ---------------------------------------------------------------------------
-
-    def test_every_state_change_appends_its_event_in_order(self, store: Store) -> None:
-        assert store.last_event_id() == 0
-        store.add_key("alice", "agent", sha("alice"), "cli", T0)
-        store.revoke_key("alice", T0)
-        store.set_plan("goal", "plan", ACTOR, T0)
-        worker = register(store)
-        a, b = create(store, new("a", ref="a", max_attempts=5), new("b", depends_on=("a",), max_attempts=5))
-        held = claimed(store, worker)
-        store.complete(held.id, held.lease_token or "", "", T0)
-        held = claimed(store, worker)
-        store.fail(held.id, held.lease_token or "", "", T0)
-        held = claimed(store, worker)
-        store.release(held.id, held.lease_token or "", T0)
-        claimed(store, worker)
-        store.reap(T0 + LEASE + 1)
-        claimed(store, worker, T0 + 100)
-        store.cancel(b.id, ACTOR, T0 + 100)
-        store.add_message("coordinator", "all", "message", "hi", T0 + 100)
-        create(store, new("c"), now=T0 + 100)
-        claimed(store, worker, T0 + 100)
-        store.stop_worker(worker.id, T0 + 101)
-        events = store.events_after(0, 1000)
-        assert [event.type for event in events] == [
-            "key.added",
-            "key.revoked",
-            "plan.updated",
-            "worker.registered",
-            "task.created",
-            "task.created",
-            "task.claimed",
-            "task.completed",
-            "task.ready",
-            "task.claimed",
-            "task.failed",
-            "task.claimed",
-            "task.released",
-            "task.claimed",
-            "task.expired",
-            "task.claimed",
-            "task.cancelled",
-            "message.sent",
-            "task.created",
-            "task.claimed",
-            "task.released",
-            "worker.stopped",
-        ]
-        ids = [event.id for event in events]
-        assert ids == sorted(ids) and len(set(ids)) == len(ids)
-        assert store.last_event_id() == ids[-1]
-        by_type = {event.type: event for event in events}
-        assert (by_type["task.completed"].task_id, by_type["task.completed"].worker_id) == (a.id, worker.id)
-        assert by_type["task.ready"].task_id == b.id
-        assert by_type["task.cancelled"].actor == ACTOR
-        assert by_type["worker.stopped"].worker_id == worker.id
-        assert by_type["worker.stopped"].at == T0 + 101
-
     def test_events_after_pages_through_the_log(self, store: Store) -> None:
         first = store.append_event("exec.run", T0, actor="alice", argv=["ls"], exit_code=0)
         assert (first.type, first.actor, first.data) == (
@@ -812,8 +531,6 @@ class StoreContract:
         assert page == everything[2:4]
         assert store.events_after(store.last_event_id(), 100) == []
         assert [event.data["exit_code"] for event in everything[1:]] == [0, 1, 2, 3]
-
-    # -- reservations ---------------------------------------------------------------------
 
     def test_reserve_lists_and_expires(self, store: Store) -> None:
         worker = register(store)
@@ -893,47 +610,12 @@ class StoreContract:
         claimed(store, worker)
         with pytest.raises(Conflict):
             store.reserve(other.id, ["a"], True, task.id, T0 + 60, T0)  # held by another
-        store.stop_worker(other.id, T0)
+        stop_worker(store, other.id, T0)
         with pytest.raises(Conflict):
             store.reserve(other.id, ["b"], True, None, T0 + 60, T0)
         assert store.list_reservations(T0) == []
         (held,) = store.reserve(worker.id, ["a"], True, task.id, T0 + 60, T0)
         assert held.task_id == task.id
-
-    @pytest.mark.parametrize("ending", ["complete", "fail", "release", "cancel", "reap"])
-    def test_a_tasks_reservations_end_with_it(self, store: Store, ending: str) -> None:
-        worker = register(store)
-        create(store, new("a"), new("b"))
-        task = claimed(store, worker)
-        kept = claimed(store, worker)
-        assert task.lease_token is not None
-        store.reserve(worker.id, ["src/**", "docs/**"], True, task.id, T0 + 3600, T0)
-        (other_task,) = store.reserve(worker.id, ["lib/**"], True, kept.id, T0 + 3600, T0)
-        (own,) = store.reserve(worker.id, ["README.md"], False, None, T0 + 3600, T0)
-        before = store.last_event_id()
-        if ending == "complete":
-            store.complete(task.id, task.lease_token, "ok", T0 + 1)
-        elif ending == "fail":
-            store.fail(task.id, task.lease_token, "no", T0 + 1)
-        elif ending == "release":
-            store.release(task.id, task.lease_token, T0 + 1)
-        elif ending == "cancel":
-            store.cancel(task.id, ACTOR, T0 + 1)
-        else:
-            store.heartbeat(kept.id, kept.lease_token or "", T0 + 2 * LEASE, T0 + LEASE)
-            store.reap(T0 + LEASE + 1)
-            assert store.get_task(task.id).state == "ready"
-        assert store.list_reservations(T0 + 2) == [other_task, own]
-        assert event_types(store, before).count("reservation.released") == 2
-
-    def test_a_stopped_worker_holds_nothing(self, store: Store) -> None:
-        worker = register(store, "session-1")
-        other = register(store, "session-2")
-        store.reserve(worker.id, ["src/**"], True, None, T0 + 60, T0)
-        store.reserve(worker.id, ["docs/**"], False, None, T0 + 60, T0)
-        (kept,) = store.reserve(other.id, ["lib/**"], True, None, T0 + 60, T0)
-        store.stop_worker(worker.id, T0 + 1)
-        assert store.list_reservations(T0 + 1) == [kept]
 
     def test_reap_deletes_expired_reservations_with_an_event(self, store: Store) -> None:
         worker = register(store)
@@ -963,3 +645,447 @@ class StoreContract:
         assert all(e.worker_id == worker.id and e.data["id"] == held.id for e in events)
         assert events[0].data["pattern"] == "a/**"
         assert events[2].data["reason"] == "released"
+
+    # -- applying a decided transition --------------------------------------------------------
+
+    def test_transition_applies_the_decided_change_and_its_event(self, store: Store) -> None:
+        (task,) = create(store, new("a"))
+        last = store.last_event_id()
+        seen: list[Task] = []
+
+        def decide(current: Task) -> Transition:
+            seen.append(current)
+            return Transition(
+                {"state": "cancelled", "error": "why", "finished_at": T0 + 1, "updated_at": T0 + 1},
+                event=lifecycle.event("task.cancelled", None, ACTOR, note="n"),
+            )
+
+        after, changed = store.transition(task.id, decide, T0 + 1)
+        assert changed and seen == [task]
+        assert (after.state, after.error, after.finished_at, after.updated_at) == (
+            "cancelled",
+            "why",
+            T0 + 1,
+            T0 + 1,
+        )
+        assert store.get_task(task.id) == after
+        (event,) = store.events_after(last, 10)
+        assert (event.type, event.task_id, event.actor, event.data, event.at) == (
+            "task.cancelled",
+            task.id,
+            ACTOR,
+            {"note": "n"},
+            T0 + 1,
+        )
+
+    def test_a_refused_or_empty_decision_writes_nothing(self, store: Store) -> None:
+        (task,) = create(store, new("a"))
+        last = store.last_event_id()
+
+        def refuse(current: Task) -> Transition:
+            raise Conflict("no")
+
+        with pytest.raises(Conflict):
+            store.transition(task.id, refuse, T0 + 1)
+        assert store.transition(task.id, lambda current: None, T0 + 1) == (task, False)
+        assert store.get_task(task.id) == task and store.last_event_id() == last
+        with pytest.raises(NotFound):
+            store.transition(999, lambda current: None, T0)
+
+    def test_each_decision_sees_the_task_as_the_last_write_left_it(self, store: Store) -> None:
+        """Fencing: the task is read inside the write that applies the decision."""
+        (task,) = create(store, new("a"))
+        store.transition(task.id, lambda current: Transition({"state": "claimed", "lease_token": "one"}), T0)
+        seen: list[str | None] = []
+
+        def record(current: Task) -> None:
+            seen.append(current.lease_token)
+
+        store.transition(task.id, record, T0)
+        assert seen == ["one"]
+
+    def test_dependents_with_nothing_left_to_wait_for_go_to_the_rule(self, store: Store) -> None:
+        a, b, both, c = create(
+            store,
+            new("a", ref="a"),
+            new("b", ref="b"),
+            new("both", depends_on=("a", "b")),
+            new("c", depends_on=("a",)),
+        )
+        handed: list[int] = []
+
+        def finish(current: Task) -> Transition:
+            return Transition({"state": "done", "updated_at": T0}, dependents=lambda d: handed.append(d.id))
+
+        store.transition(a.id, finish, T0)
+        assert handed == [c.id]
+        store.transition(b.id, finish, T0)
+        assert handed == [c.id, both.id]
+
+    def test_take_applies_the_terms_to_the_best_ready_task(self, store: Store) -> None:
+        _, best = create(store, new("low"), new("high", priority=2))
+        worker = register(store)
+        take = Transition(
+            {
+                "state": "claimed",
+                "worker_id": worker.id,
+                "lease_token": "tok",
+                "lease_expires_at": T0 + 9,
+                "claimed_at": T0,
+                "updated_at": T0,
+            },
+            event=lifecycle.event("task.claimed", worker.id),
+            worker=worker.id,
+            seen=True,
+        )
+        last = store.last_event_id()
+        got = store.take(ClaimTerms((), take), T0 + 2)
+        assert got is not None and (got.id, got.lease_token, got.lease_expires_at) == (best.id, "tok", T0 + 9)
+        assert event_types(store, last) == ["task.claimed"]
+        assert store.get_worker(worker.id).last_seen == T0 + 2
+
+
+class LifecycleContract:
+    """Mixin: the queue's rules over any store, through its primitives; nothing store-specific."""
+
+    def test_claim_sets_a_lease(self, store: Store) -> None:
+        (task,) = create(store, new("a"))
+        worker = register(store)
+        got = store.claim(worker.id, (), "token-1", T0 + 10 + LEASE, T0 + 10)
+        assert got is not None
+        assert got.id == task.id
+        assert (got.state, got.worker_id, got.lease_token) == ("claimed", worker.id, "token-1")
+        assert (got.lease_expires_at, got.claimed_at, got.updated_at) == (T0 + 10 + LEASE, T0 + 10, T0 + 10)
+        assert got.attempts == 0
+        assert store.get_task(task.id) == got
+        assert store.get_worker(worker.id).current_task == task.id
+
+    def test_a_claim_batch_answers_each_request_in_order_and_never_twice(self, store: Store) -> None:
+        high, low, gpu = create(
+            store, new("high", priority=5), new("low"), new("gpu", required_capabilities=("gpu",))
+        )
+        first, second = register(store, "s-1", ("gpu", "python")), register(store, "s-2", ("python",))
+        stopped = register(store, "s-3")
+        stop_worker(store, stopped.id, T0)
+        results = store.claim_batch(
+            [
+                ClaimRequest(first.id, ("python",), "t-1"),  # narrowed: may not take the gpu task
+                ClaimRequest(second.id, None, "t-2"),
+                ClaimRequest(stopped.id, None, "t-3"),
+                ClaimRequest(first.id + 99, None, "t-4"),
+                ClaimRequest(second.id, None, "t-5"),  # nothing left it can do
+                ClaimRequest(first.id, None, "t-6"),
+            ],
+            partial(lifecycle.claim_for, lease_until=T0 + LEASE, now=T0),
+            T0,
+        )
+        assert [getattr(r, "id", None) for r in results[:2]] == [high.id, low.id]
+        assert isinstance(results[2], Conflict) and "stopped" in results[2].message
+        assert isinstance(results[3], NotFound)
+        assert results[4] is None
+        assert isinstance(results[5], Task) and results[5].id == gpu.id
+        assert results[5].lease_token == "t-6"
+        assert store.count_tasks()["claimed"] == 3
+
+    def test_heartbeat_extends_the_lease(self, store: Store) -> None:
+        create(store, new("a"))
+        worker = register(store)
+        held = claimed(store, worker)
+        beat = heartbeat(store, held.id, held.lease_token or "", T0 + 500, T0 + 30)
+        assert (beat.state, beat.lease_token, beat.lease_expires_at) == (
+            "claimed",
+            held.lease_token,
+            T0 + 500,
+        )
+        assert beat.updated_at == T0 + 30
+        assert store.get_task(held.id) == beat
+        assert store.get_worker(worker.id).last_seen == T0 + 30
+
+    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
+    def test_a_wrong_token_is_a_lease_conflict_and_changes_nothing(
+        self, store: Store, operation: str
+    ) -> None:
+        create(store, new("a"))
+        worker = register(store)
+        held = claimed(store, worker)
+        before, last = store.get_task(held.id), store.last_event_id()
+        with pytest.raises(LeaseConflict):
+            LEASE_CALLS[operation](store, held.id, "not-the-token", T0 + 1)
+        assert store.get_task(held.id) == before
+        assert store.last_event_id() == last
+
+    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
+    def test_a_stale_token_is_a_lease_conflict_and_changes_nothing(
+        self, store: Store, operation: str
+    ) -> None:
+        create(store, new("a"))
+        first, second = register(store, "s-1"), register(store, "s-2")
+        stale = claimed(store, first)
+        release(store, stale.id, stale.lease_token or "", T0 + 1)
+        current = claimed(store, second, T0 + 2)
+        assert current.id == stale.id and current.lease_token != stale.lease_token
+        before, last = store.get_task(current.id), store.last_event_id()
+        with pytest.raises(LeaseConflict):
+            LEASE_CALLS[operation](store, stale.id, stale.lease_token or "", T0 + 3)
+        assert store.get_task(current.id) == before
+        assert store.last_event_id() == last
+
+    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
+    def test_a_task_that_is_not_claimed_refuses_every_token(self, store: Store, operation: str) -> None:
+        (task,) = create(store, new("a"))
+        before = store.get_task(task.id)
+        with pytest.raises(LeaseConflict):
+            LEASE_CALLS[operation](store, task.id, "", T0 + 1)
+        assert store.get_task(task.id) == before
+
+    @pytest.mark.parametrize("operation", sorted(LEASE_CALLS))
+    def test_a_lease_call_on_an_unknown_task_is_not_found(self, store: Store, operation: str) -> None:
+        with pytest.raises(NotFound):
+            LEASE_CALLS[operation](store, 999, "token", T0)
+
+    def test_complete_records_the_result(self, store: Store) -> None:
+        create(store, new("a"))
+        worker = register(store)
+        held = claimed(store, worker)
+        done, changed = complete(store, held.id, held.lease_token or "", "it works", T0 + 5)
+        assert changed
+        assert (done.state, done.result, done.finished_at, done.updated_at) == (
+            "done",
+            "it works",
+            T0 + 5,
+            T0 + 5,
+        )
+        assert done.lease_expires_at is None
+        assert store.get_task(held.id) == done
+        assert store.get_worker(worker.id).current_task is None
+
+    def test_complete_twice_with_the_same_token_is_idempotent(self, store: Store) -> None:
+        create(store, new("a"))
+        worker = register(store)
+        held = claimed(store, worker)
+        token = held.lease_token or ""
+        done, changed = complete(store, held.id, token, "first", T0 + 5)
+        assert changed
+        last = store.last_event_id()
+        again, changed_again = complete(store, held.id, token, "second", T0 + 6)
+        assert not changed_again
+        assert again == done
+        assert again.result == "first"
+        assert store.last_event_id() == last
+        with pytest.raises(LeaseConflict):
+            complete(store, held.id, "another-token", "third", T0 + 7)
+
+    def test_completing_unblocks_a_dependent_only_when_all_its_dependencies_are_done(
+        self, store: Store
+    ) -> None:
+        a, b, c, d = create(
+            store,
+            new("a", ref="a", priority=2),
+            new("b", ref="b", priority=1),
+            new("c", ref="c", depends_on=("a", "b")),
+            new("d", depends_on=("a",)),
+        )
+        worker = register(store)
+        first = claimed(store, worker)
+        assert first.id == a.id
+        last = store.last_event_id()
+        complete(store, a.id, first.lease_token or "", "", T0 + 1)
+        assert states(store, c, d) == ["blocked", "ready"]
+        assert event_types(store, last) == ["task.completed", "task.ready"]
+        assert store.events_after(last, 10)[1].task_id == d.id
+        second = claimed(store, worker, T0 + 2)
+        assert second.id == b.id
+        complete(store, b.id, second.lease_token or "", "", T0 + 3)
+        assert states(store, c) == ["ready"]
+        assert store.get_task(c.id).updated_at == T0 + 3
+
+    def test_fail_returns_the_task_to_ready_then_kills_it_at_max_attempts(self, store: Store) -> None:
+        (task,) = create(store, new("a", max_attempts=2))
+        worker = register(store)
+        held = claimed(store, worker)
+        failed = fail(store, task.id, held.lease_token or "", "flaky", T0 + 1)
+        assert (failed.state, failed.attempts, failed.error) == ("ready", 1, "flaky")
+        assert (failed.worker_id, failed.lease_token, failed.lease_expires_at) == (None, None, None)
+        assert failed.finished_at is None
+        held = claimed(store, worker, T0 + 2)
+        dead = fail(store, task.id, held.lease_token or "", "broken", T0 + 3)
+        assert (dead.state, dead.attempts, dead.error, dead.finished_at) == ("dead", 2, "broken", T0 + 3)
+        assert claim(store, worker, T0 + 4) is None
+
+    def test_release_gives_the_task_back_without_using_an_attempt(self, store: Store) -> None:
+        (task,) = create(store, new("a", max_attempts=1))
+        worker = register(store)
+        for step in range(3):
+            held = claimed(store, worker, T0 + step)
+            released = release(store, task.id, held.lease_token or "", T0 + step)
+            assert (released.state, released.attempts) == ("ready", 0)
+            assert (released.worker_id, released.lease_token, released.lease_expires_at) == (None, None, None)
+        assert store.get_worker(worker.id).current_task is None
+
+    def test_cancel_a_task_that_is_not_finished(self, store: Store) -> None:
+        ready, blocked = create(store, new("ready", ref="r"), new("blocked", depends_on=("r",)))
+        cancelled = cancel(store, blocked.id, ACTOR, T0 + 1)
+        assert (cancelled.state, cancelled.finished_at) == ("cancelled", T0 + 1)
+        assert cancel(store, ready.id, ACTOR, T0 + 2).state == "cancelled"
+        worker = register(store)
+        assert claim(store, worker) is None
+
+    def test_cancel_a_claimed_task_makes_its_token_stale(self, store: Store) -> None:
+        create(store, new("a"))
+        worker = register(store)
+        held = claimed(store, worker)
+        cancelled = cancel(store, held.id, ACTOR, T0 + 1)
+        assert cancelled.state == "cancelled"
+        assert store.get_worker(worker.id).current_task is None
+        for operation in LEASE_CALLS.values():
+            with pytest.raises(LeaseConflict):
+                operation(store, held.id, held.lease_token or "", T0 + 2)
+        assert store.get_task(held.id) == cancelled
+
+    def test_cancel_a_finished_task_is_a_conflict(self, store: Store) -> None:
+        done, dead, cancelled = create(store, new("done"), new("dead", max_attempts=1), new("cancelled"))
+        worker = register(store)
+        held = claimed(store, worker)
+        complete(store, done.id, held.lease_token or "", "", T0)
+        held = claimed(store, worker)
+        fail(store, dead.id, held.lease_token or "", "", T0)
+        cancel(store, cancelled.id, ACTOR, T0)
+        for task in (done, dead, cancelled):
+            before = store.get_task(task.id)
+            with pytest.raises(Conflict, match=before.state):
+                cancel(store, task.id, ACTOR, T0 + 1)
+            assert store.get_task(task.id) == before
+        with pytest.raises(NotFound):
+            cancel(store, 999, ACTOR, T0)
+
+    def test_reap_returns_expired_leases_to_ready_or_dead(self, store: Store) -> None:
+        retry, last_try, fresh = create(
+            store, new("retry", priority=3), new("last", priority=2, max_attempts=1), new("fresh", priority=1)
+        )
+        worker = register(store)
+        expired = [store.claim(worker.id, (), f"t-{t.id}", T0 + 10, T0) for t in (retry, last_try)]
+        assert [task.id for task in expired if task] == [retry.id, last_try.id]
+        alive = store.claim(worker.id, (), "t-fresh", T0 + 100, T0)
+        assert alive is not None and alive.id == fresh.id
+        assert store.reap(T0 + 5) == []
+        reaped = store.reap(T0 + 50)
+        assert {task.id: (task.state, task.attempts) for task in reaped} == {
+            retry.id: ("ready", 1),
+            last_try.id: ("dead", 1),
+        }
+        assert store.get_task(fresh.id) == alive
+        assert store.get_task(retry.id).lease_token is None
+        with pytest.raises(LeaseConflict):
+            complete(store, retry.id, f"t-{retry.id}", "late", T0 + 51)
+        assert store.reap(T0 + 60) == []
+
+    def test_stop_worker_releases_its_tasks_without_an_attempt(self, store: Store) -> None:
+        create(store, new("a"), new("b"), new("c"))
+        worker, other = register(store, "s-1"), register(store, "s-2")
+        mine = [claimed(store, worker), claimed(store, worker)]
+        theirs = claimed(store, other)
+        stopped = stop_worker(store, worker.id, T0 + 1)
+        assert (stopped.stopped_at, stopped.current_task) == (T0 + 1, None)
+        for held in mine:
+            task = store.get_task(held.id)
+            assert (task.state, task.attempts, task.worker_id, task.lease_token) == ("ready", 0, None, None)
+            with pytest.raises(LeaseConflict):
+                complete(store, held.id, held.lease_token or "", "", T0 + 2)
+        assert store.get_task(theirs.id) == theirs
+        with pytest.raises(NotFound):
+            stop_worker(store, 999, T0)
+
+    def test_every_state_change_appends_its_event_in_order(self, store: Store) -> None:
+        assert store.last_event_id() == 0
+        store.add_key("alice", "agent", sha("alice"), "cli", T0)
+        store.revoke_key("alice", T0)
+        store.set_plan("goal", "plan", ACTOR, T0)
+        worker = register(store)
+        a, b = create(store, new("a", ref="a", max_attempts=5), new("b", depends_on=("a",), max_attempts=5))
+        held = claimed(store, worker)
+        complete(store, held.id, held.lease_token or "", "", T0)
+        held = claimed(store, worker)
+        fail(store, held.id, held.lease_token or "", "", T0)
+        held = claimed(store, worker)
+        release(store, held.id, held.lease_token or "", T0)
+        claimed(store, worker)
+        store.reap(T0 + LEASE + 1)
+        claimed(store, worker, T0 + 100)
+        cancel(store, b.id, ACTOR, T0 + 100)
+        store.add_message("coordinator", "all", "message", "hi", T0 + 100)
+        create(store, new("c"), now=T0 + 100)
+        claimed(store, worker, T0 + 100)
+        stop_worker(store, worker.id, T0 + 101)
+        events = store.events_after(0, 1000)
+        assert [event.type for event in events] == [
+            "key.added",
+            "key.revoked",
+            "plan.updated",
+            "worker.registered",
+            "task.created",
+            "task.created",
+            "task.claimed",
+            "task.completed",
+            "task.ready",
+            "task.claimed",
+            "task.failed",
+            "task.claimed",
+            "task.released",
+            "task.claimed",
+            "task.expired",
+            "task.claimed",
+            "task.cancelled",
+            "message.sent",
+            "task.created",
+            "task.claimed",
+            "task.released",
+            "worker.stopped",
+        ]
+        ids = [event.id for event in events]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert store.last_event_id() == ids[-1]
+        by_type = {event.type: event for event in events}
+        assert (by_type["task.completed"].task_id, by_type["task.completed"].worker_id) == (a.id, worker.id)
+        assert by_type["task.ready"].task_id == b.id
+        assert by_type["task.cancelled"].actor == ACTOR
+        assert by_type["worker.stopped"].worker_id == worker.id
+        assert by_type["worker.stopped"].at == T0 + 101
+
+    @pytest.mark.parametrize("ending", ["complete", "fail", "release", "cancel", "reap"])
+    def test_a_tasks_reservations_end_with_it(self, store: Store, ending: str) -> None:
+        worker = register(store)
+        create(store, new("a"), new("b"))
+        task = claimed(store, worker)
+        kept = claimed(store, worker)
+        assert task.lease_token is not None
+        store.reserve(worker.id, ["src/**", "docs/**"], True, task.id, T0 + 3600, T0)
+        (other_task,) = store.reserve(worker.id, ["lib/**"], True, kept.id, T0 + 3600, T0)
+        (own,) = store.reserve(worker.id, ["README.md"], False, None, T0 + 3600, T0)
+        before = store.last_event_id()
+        if ending == "complete":
+            complete(store, task.id, task.lease_token, "ok", T0 + 1)
+        elif ending == "fail":
+            fail(store, task.id, task.lease_token, "no", T0 + 1)
+        elif ending == "release":
+            release(store, task.id, task.lease_token, T0 + 1)
+        elif ending == "cancel":
+            cancel(store, task.id, ACTOR, T0 + 1)
+        else:
+            heartbeat(store, kept.id, kept.lease_token or "", T0 + 2 * LEASE, T0 + LEASE)
+            store.reap(T0 + LEASE + 1)
+            assert store.get_task(task.id).state == "ready"
+        assert store.list_reservations(T0 + 2) == [other_task, own]
+        assert event_types(store, before).count("reservation.released") == 2
+
+    def test_a_stopped_worker_holds_nothing(self, store: Store) -> None:
+        worker = register(store, "session-1")
+        other = register(store, "session-2")
+        store.reserve(worker.id, ["src/**"], True, None, T0 + 60, T0)
+        store.reserve(worker.id, ["docs/**"], False, None, T0 + 60, T0)
+        (kept,) = store.reserve(other.id, ["lib/**"], True, None, T0 + 60, T0)
+        stop_worker(store, worker.id, T0 + 1)
+        assert store.list_reservations(T0 + 1) == [kept]
+
+
+class StoreContract(StorageContract, LifecycleContract):
+    """Both halves; a concrete store's test module subclasses this and provides `store`."""

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -32,13 +31,11 @@ from starlette.testclient import TestClient
 from scaffold import __version__
 from scaffold.hub import dashboard
 from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.app import Hub, create_app
-from scaffold.hub.auth import new_key
+from scaffold.hub.container import Services
 from scaffold.hub.http import Endpoint, openapi
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.types import ROLES, Role
+from tests.conftest import FakeClock, Keys, MakeHub
 
 DOC = openapi(ENDPOINTS, __version__, COMPONENTS)
 MAX_BODY = 16 * 1024
@@ -48,29 +45,9 @@ TIMEOUT = 10.0  # seconds: the bound of every wait on a socket or a thread in th
 # -- fixtures and helpers -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Keys:
-    viewer: str
-    agent: str
-    admin: str
-    digests: tuple[tuple[str, Role, str], ...]
-
-
 @pytest.fixture
-def keys() -> Keys:
-    made = {role: new_key() for role in ROLES}
-    digests = tuple((f"{role}-key", role, made[role][1]) for role in ROLES)
-    return Keys(made["viewer"][0], made["agent"][0], made["admin"][0], digests)
-
-
-def make_app(tmp_path: Path, keys: Keys, **settings: Any) -> Starlette:
-    store = SQLiteStore(tmp_path / "hub.sqlite3")
-    return create_app(store, HubSettings(keys=keys.digests, max_body_bytes=MAX_BODY, **settings))
-
-
-@pytest.fixture
-def app(tmp_path: Path, keys: Keys) -> Starlette:
-    return make_app(tmp_path, keys)
+def app(make_hub: MakeHub) -> Starlette:
+    return make_hub(max_body_bytes=MAX_BODY).app
 
 
 @pytest.fixture
@@ -94,9 +71,9 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def hub_of(app: Starlette) -> Hub:
-    hub = app.state.hub
-    assert isinstance(hub, Hub)
+def hub_of(app: Starlette) -> Services:
+    hub = app.state.services
+    assert isinstance(hub, Services)
     return hub
 
 
@@ -296,12 +273,19 @@ def test_task_life_over_http(app: Starlette, client: TestClient, keys: Keys) -> 
     setup = create(client, agent, title="setup")
     batch = client.post(
         "/v1/tasks",
-        json={"tasks": [
-            {"ref": "build", "title": "build", "instructions": "make", "priority": 5},
-            {"ref": "test", "title": "test", "instructions": "check", "depends_on": ["build", setup["id"]]},
-        ]},
+        json={
+            "tasks": [
+                {"ref": "build", "title": "build", "instructions": "make", "priority": 5},
+                {
+                    "ref": "test",
+                    "title": "test",
+                    "instructions": "check",
+                    "depends_on": ["build", setup["id"]],
+                },
+            ]
+        },
         headers=bearer(agent),
-    )  # fmt: skip
+    )
     assert batch.status_code == 201, batch.text
     build, test = batch.json()["tasks"]
     assert (build["state"], test["state"]) == ("ready", "blocked")
@@ -327,8 +311,12 @@ def test_task_life_over_http(app: Starlette, client: TestClient, keys: Keys) -> 
     # A stale token: 409 lease_conflict, and nothing changes.
     before = get_task(client, keys.viewer, build["id"])
     with unchanged(app):
-        for action, body in (("heartbeat", {}), ("complete", {"result": "x"}), ("fail", {"error": "x"}),
-                             ("release", {})):  # fmt: skip
+        for action, body in (
+            ("heartbeat", {}),
+            ("complete", {"result": "x"}),
+            ("fail", {"error": "x"}),
+            ("release", {}),
+        ):
             stale = client.post(
                 f"/v1/tasks/{build['id']}/{action}",
                 json={"lease_token": second["lease_token"], **body},
@@ -353,8 +341,11 @@ def test_task_life_over_http(app: Starlette, client: TestClient, keys: Keys) -> 
         )
         assert again.status_code == 200 and again.json()["result"] == "built"
     assert get_task(client, keys.viewer, test["id"])["state"] == "blocked"  # setup is not done yet
-    client.post(f"/v1/tasks/{setup['id']}/complete", json={"lease_token": second["lease_token"]},
-                headers=bearer(agent)).raise_for_status()  # fmt: skip
+    client.post(
+        f"/v1/tasks/{setup['id']}/complete",
+        json={"lease_token": second["lease_token"]},
+        headers=bearer(agent),
+    ).raise_for_status()
     assert get_task(client, keys.viewer, test["id"])["state"] == "ready"
     assert claim(client, agent, worker)["id"] == test["id"]
 
@@ -364,18 +355,20 @@ def test_fail_retries_until_dead(client: TestClient, keys: Keys) -> None:
     task = create(client, keys.agent, max_attempts=2)
     first = claim(client, keys.agent, worker)
     failed = client.post(
-        f"/v1/tasks/{task['id']}/fail", json={"lease_token": first["lease_token"], "error": "boom"},
+        f"/v1/tasks/{task['id']}/fail",
+        json={"lease_token": first["lease_token"], "error": "boom"},
         headers=bearer(keys.agent),
-    )  # fmt: skip
+    )
     assert failed.status_code == 200
     assert (failed.json()["state"], failed.json()["attempts"], failed.json()["error"]) == ("ready", 1, "boom")
     assert failed.json()["worker_id"] is None
     second = claim(client, keys.agent, worker)
     assert second["id"] == task["id"]
     dead = client.post(
-        f"/v1/tasks/{task['id']}/fail", json={"lease_token": second["lease_token"], "error": "boom again"},
+        f"/v1/tasks/{task['id']}/fail",
+        json={"lease_token": second["lease_token"], "error": "boom again"},
         headers=bearer(keys.agent),
-    )  # fmt: skip
+    )
     assert (dead.json()["state"], dead.json()["attempts"]) == ("dead", 2)
     assert dead.json()["finished_at"] is not None
     response = client.post("/v1/tasks/claim", json={"worker_id": worker}, headers=bearer(keys.agent))
@@ -393,7 +386,10 @@ def test_release_gives_the_task_back_without_an_attempt(client: TestClient, keys
     )
     assert released.status_code == 200
     assert (released.json()["state"], released.json()["attempts"], released.json()["worker_id"]) == (
-        "ready", 0, None)  # fmt: skip
+        "ready",
+        0,
+        None,
+    )
     stale = client.post(
         f"/v1/tasks/{task['id']}/heartbeat",
         json={"lease_token": held["lease_token"]},
@@ -411,12 +407,17 @@ def test_cancel_makes_the_holders_token_stale(app: Starlette, client: TestClient
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     with unchanged(app):
         stale = client.post(
-            f"/v1/tasks/{task['id']}/complete", json={"lease_token": held["lease_token"]},
+            f"/v1/tasks/{task['id']}/complete",
+            json={"lease_token": held["lease_token"]},
             headers=bearer(keys.agent),
-        )  # fmt: skip
+        )
         assert_error(stale, 409, "lease_conflict", "cancelled")
-        assert_error(client.post(f"/v1/tasks/{task['id']}/cancel", headers=bearer(keys.admin)), 409,
-                     "conflict", "already cancelled")  # fmt: skip
+        assert_error(
+            client.post(f"/v1/tasks/{task['id']}/cancel", headers=bearer(keys.admin)),
+            409,
+            "conflict",
+            "already cancelled",
+        )
     assert get_task(client, keys.viewer, task["id"])["state"] == "cancelled"
 
 
@@ -431,8 +432,10 @@ def test_idempotency_key_replays_and_refuses_reuse(app: Starlette, client: TestC
         other = client.post("/v1/tasks", json={**single, "title": "twice"}, headers=bearer(keys.agent))
         assert_error(other, 409, "conflict", "")
 
-    batch = {"tasks": [{"title": "a", "instructions": "i"}, {"title": "b", "instructions": "i"}],
-             "idempotency_key": "batch-once"}  # fmt: skip
+    batch = {
+        "tasks": [{"title": "a", "instructions": "i"}, {"title": "b", "instructions": "i"}],
+        "idempotency_key": "batch-once",
+    }
     made = client.post("/v1/tasks", json=batch, headers=bearer(keys.agent))
     assert made.status_code == 201
     with unchanged(app):
@@ -544,8 +547,11 @@ def test_session_route_gives_the_hooks_the_worker_and_its_leases(client: TestCli
     assert extended["lease_token"] == held["lease_token"]
     assert extended["lease_expires_at"] > held["lease_expires_at"]
     assert beat.json()["worker"]["last_seen"] > idle.json()["worker"]["last_seen"]
-    done = client.post(f"/v1/tasks/{held['id']}/complete", json={"lease_token": held["lease_token"]},
-                       headers=bearer(keys.agent))  # fmt: skip
+    done = client.post(
+        f"/v1/tasks/{held['id']}/complete",
+        json={"lease_token": held["lease_token"]},
+        headers=bearer(keys.agent),
+    )
     assert done.status_code == 200
     after = client.post("/v1/session/heartbeat", json=mine, headers=bearer(keys.agent))
     assert after.json()["tasks"] == []
@@ -562,8 +568,9 @@ def test_messages_reach_exactly_their_readers(app: Starlette, client: TestClient
     frontend = register(client, keys.agent, "session-f", role="frontend")
 
     def send(to: str | int, body: str, kind: str = "message") -> dict[str, Any]:
-        response = client.post("/v1/messages", json={"to": to, "body": body, "kind": kind},
-                               headers=bearer(keys.agent))  # fmt: skip
+        response = client.post(
+            "/v1/messages", json={"to": to, "body": body, "kind": kind}, headers=bearer(keys.agent)
+        )
         assert response.status_code == 201, response.text
         sent: dict[str, Any] = response.json()
         return sent
@@ -617,15 +624,22 @@ def test_messages_reach_exactly_their_readers(app: Starlette, client: TestClient
     assert_error(
         client.get("/v1/messages", params={"for": "worker:424242"}, headers=bearer(keys.viewer)), 404
     )
-    assert_error(client.get("/v1/messages", params={"for": "frontend"}, headers=bearer(keys.viewer)), 422,
-                 "invalid_request", "for must match")  # fmt: skip
+    assert_error(
+        client.get("/v1/messages", params={"for": "frontend"}, headers=bearer(keys.viewer)),
+        422,
+        "invalid_request",
+        "for must match",
+    )
 
 
 def test_status_counts_progress_and_reports_stuck_tasks(client: TestClient, keys: Keys) -> None:
     empty = client.get("/v1/status", headers=bearer(keys.viewer)).json()
-    assert empty["progress"] == {"total": 0, "done": 0, "percent": 0.0,
-                                 "counts": dict.fromkeys(["blocked", "ready", "claimed", "done", "dead",
-                                                          "cancelled"], 0)}  # fmt: skip
+    assert empty["progress"] == {
+        "total": 0,
+        "done": 0,
+        "percent": 0.0,
+        "counts": dict.fromkeys(["blocked", "ready", "claimed", "done", "dead", "cancelled"], 0),
+    }
     assert empty["stuck"] == [] and empty["workers"] == []
     worker = register(client, keys.agent, "session-status")
     doomed = create(client, keys.agent, title="doomed", max_attempts=1)
@@ -633,12 +647,18 @@ def test_status_counts_progress_and_reports_stuck_tasks(client: TestClient, keys
     finished = create(client, keys.agent, title="finished", priority=-1)
     held = claim(client, keys.agent, worker)
     assert held["id"] == doomed["id"]
-    client.post(f"/v1/tasks/{doomed['id']}/fail", json={"lease_token": held["lease_token"], "error": "no"},
-                headers=bearer(keys.agent)).raise_for_status()  # fmt: skip
+    client.post(
+        f"/v1/tasks/{doomed['id']}/fail",
+        json={"lease_token": held["lease_token"], "error": "no"},
+        headers=bearer(keys.agent),
+    ).raise_for_status()
     done = claim(client, keys.agent, worker)
     assert done["id"] == finished["id"]
-    client.post(f"/v1/tasks/{done['id']}/complete", json={"lease_token": done["lease_token"]},
-                headers=bearer(keys.agent)).raise_for_status()  # fmt: skip
+    client.post(
+        f"/v1/tasks/{done['id']}/complete",
+        json={"lease_token": done["lease_token"]},
+        headers=bearer(keys.agent),
+    ).raise_for_status()
 
     status = client.get("/v1/status", headers=bearer(keys.viewer)).json()
     assert status["stuck"] == [waiting["id"]]
@@ -650,10 +670,9 @@ def test_status_counts_progress_and_reports_stuck_tasks(client: TestClient, keys
     assert status["unclaimable"] == []
 
 
-def test_status_names_ready_tasks_no_live_worker_can_claim(tmp_path: Path, keys: Keys) -> None:
-    now = [1000.0]
-    app = create_app(SQLiteStore(tmp_path / "hub.sqlite3"), HubSettings(keys=keys.digests), lambda: now[0])
-    with conforming(TestClient(app)) as client:
+def test_status_names_ready_tasks_no_live_worker_can_claim(make_hub: MakeHub, keys: Keys) -> None:
+    clock = FakeClock(1000.0)
+    with conforming(TestClient(make_hub(clock=clock).app)) as client:
 
         def unclaimable() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = client.get("/v1/status", headers=bearer(keys.viewer)).json()[
@@ -679,7 +698,7 @@ def test_status_names_ready_tasks_no_live_worker_can_claim(tmp_path: Path, keys:
 
         register(client, keys.agent, "tester-2", capabilities=["testing", "qa"])
         assert [task["id"] for task in unclaimable()] == [both["id"]]
-        now[0] += HubSettings().worker_lost_seconds + 1  # nobody heard from: every worker is lost
+        clock.advance(HubSettings().worker_lost_seconds + 1)  # nobody heard from: every worker is lost
         assert [task["id"] for task in unclaimable()] == [qa["id"], both["id"], api["id"]]
 
 
@@ -794,6 +813,7 @@ def test_the_conformance_check_sees_every_response(
 # -- bad input: a 4xx that says what was wrong, and no change -------------------------------
 
 
+# One row per body: the table reads better unformatted.
 @pytest.mark.parametrize(
     ("content", "status", "code", "says"),
     [
@@ -854,7 +874,7 @@ def test_bad_task_bodies_are_refused(
         ("PUT", "/v1/plan", {"goal": 1, "plan": "p"}, "body.goal"),
         ("POST", "/v1/keys", {"name": "n", "role": "agent", "key": "chosen"}, "key"),
     ],
-)  # fmt: skip
+)
 def test_bad_bodies_are_refused(
     app: Starlette, client: TestClient, keys: Keys, method: str, path: str, body: Any, says: str
 ) -> None:
@@ -865,10 +885,17 @@ def test_bad_bodies_are_refused(
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/tasks/424242", "/v1/tasks/424242/heartbeat", "/v1/tasks/424242/complete", "/v1/tasks/424242/fail",
-     "/v1/tasks/424242/release", "/v1/tasks/424242/cancel", "/v1/workers/424242",
-     "/v1/workers/424242/heartbeat"],
-)  # fmt: skip
+    [
+        "/v1/tasks/424242",
+        "/v1/tasks/424242/heartbeat",
+        "/v1/tasks/424242/complete",
+        "/v1/tasks/424242/fail",
+        "/v1/tasks/424242/release",
+        "/v1/tasks/424242/cancel",
+        "/v1/workers/424242",
+        "/v1/workers/424242/heartbeat",
+    ],
+)
 def test_unknown_ids_are_404(app: Starlette, client: TestClient, keys: Keys, path: str) -> None:
     endpoint = next(e for e in ENDPOINTS if re.fullmatch(re.sub(r"\{[^/]+\}", "[0-9]+", e.path), path))
     body = minimal_body(endpoint)
@@ -886,9 +913,22 @@ def test_unknown_worker_ids_are_404(app: Starlette, client: TestClient, keys: Ke
 
 @pytest.mark.parametrize(
     "raw_id",
-    ["abc", "-1", "0", "1.5", "1e3", "0x10", "%20", "99999999999999999999", "9223372036854775808", "9" * 5000,
-     "%C2%B2", "%D9%A3", "1%00"],
-)  # fmt: skip
+    [
+        "abc",
+        "-1",
+        "0",
+        "1.5",
+        "1e3",
+        "0x10",
+        "%20",
+        "99999999999999999999",
+        "9223372036854775808",
+        "9" * 5000,
+        "%C2%B2",
+        "%D9%A3",
+        "1%00",
+    ],
+)
 def test_ids_that_are_not_ids_are_404(app: Starlette, client: TestClient, keys: Keys, raw_id: str) -> None:
     register(client, keys.agent, "session-ids")  # worker 1 exists (so do tasks 1 to 3)
     for _ in range(3):
@@ -918,9 +958,11 @@ def test_an_integral_number_is_an_integer(client: TestClient, keys: Keys) -> Non
     worker = register(client, keys.agent, "session-float")
     first = create(client, keys.agent)
     response = client.post(
-        "/v1/tasks", content=f'{{"title": "t", "instructions": "i", "depends_on": [{first["id"]}.0], '
-        '"priority": 2e0, "max_attempts": 1.0}', headers=bearer(keys.agent),
-    )  # fmt: skip
+        "/v1/tasks",
+        content=f'{{"title": "t", "instructions": "i", "depends_on": [{first["id"]}.0], '
+        '"priority": 2e0, "max_attempts": 1.0}',
+        headers=bearer(keys.agent),
+    )
     assert response.status_code == 201, response.text
     second = response.json()
     assert (second["depends_on"], second["priority"], second["max_attempts"]) == ([first["id"]], 2, 1)
@@ -929,14 +971,18 @@ def test_an_integral_number_is_an_integer(client: TestClient, keys: Keys) -> Non
         "/v1/tasks/claim", content=f'{{"worker_id": {worker}.0}}', headers=bearer(keys.agent)
     )
     assert response.status_code == 200 and response.json()["worker_id"] == worker
-    refused = client.post("/v1/tasks", content=b'{"title": "t", "instructions": "i", "priority": 1.5}',
-                          headers=bearer(keys.agent))  # fmt: skip
+    refused = client.post(
+        "/v1/tasks",
+        content=b'{"title": "t", "instructions": "i", "priority": 1.5}',
+        headers=bearer(keys.agent),
+    )
     assert_error(refused, 422, "invalid_request", "body.priority must be integer")
 
 
 def test_largest_sqlite_id_is_just_not_found(client: TestClient, keys: Keys) -> None:
-    assert_error(client.get("/v1/tasks/9223372036854775807", headers=bearer(keys.viewer)), 404, "not_found",
-                 "no task")  # fmt: skip
+    assert_error(
+        client.get("/v1/tasks/9223372036854775807", headers=bearer(keys.viewer)), 404, "not_found", "no task"
+    )
 
 
 @pytest.mark.parametrize(
@@ -962,7 +1008,7 @@ def test_largest_sqlite_id_is_just_not_found(client: TestClient, keys: Keys) -> 
         ("/v1/messages", [("for", "worker:1"), ("for", "coordinator")], "'for' is given more than once"),
         ("/v1/workers", [("session_id", "")], "session_id"),
     ],
-)  # fmt: skip
+)
 def test_bad_query_parameters_are_422(
     client: TestClient, keys: Keys, path: str, params: list[tuple[str, str]], says: str
 ) -> None:
@@ -985,17 +1031,23 @@ def test_a_body_over_max_body_bytes_is_413(app: Starlette, client: TestClient, k
 
 @pytest.mark.parametrize(
     ("length", "status", "says"),
-    [("abc", 400, "not a number"), ("-1", 400, "not a number"), ("1e3", 400, "not a number"),
-     (str(MAX_BODY + 1), 413, "larger than"), ("9" * 5000, 413, "larger than")],
-)  # fmt: skip
+    [
+        ("abc", 400, "not a number"),
+        ("-1", 400, "not a number"),
+        ("1e3", 400, "not a number"),
+        (str(MAX_BODY + 1), 413, "larger than"),
+        ("9" * 5000, 413, "larger than"),
+    ],
+)
 def test_a_content_length_that_is_not_a_number_or_too_big(
     app: Starlette, client: TestClient, keys: Keys, length: str, status: int, says: str
 ) -> None:
     with unchanged(app):
         response = client.post(
-            "/v1/tasks", content=b'{"title": "t", "instructions": "i"}',
+            "/v1/tasks",
+            content=b'{"title": "t", "instructions": "i"}',
             headers={**bearer(keys.agent), "Content-Length": length},
-        )  # fmt: skip
+        )
         assert_error(response, status, None, says)
 
 
@@ -1018,8 +1070,12 @@ def test_last_event_id_must_be_an_event_id(client: TestClient, keys: Keys) -> No
     latin1 = [(b"authorization", f"Bearer {keys.viewer}".encode()), (b"last-event-id", b"\xb2")]  # "²"
     response = client.get("/v1/events", headers=latin1)
     assert_error(response, 422, "invalid_request", "Last-Event-ID")
-    assert_error(client.get("/v1/events", params={"after": "-1"}, headers=bearer(keys.viewer)), 422,
-                 "invalid_request", "after")  # fmt: skip
+    assert_error(
+        client.get("/v1/events", params={"after": "-1"}, headers=bearer(keys.viewer)),
+        422,
+        "invalid_request",
+        "after",
+    )
 
 
 # -- a real server: SSE, long polls and a lying Content-Length ------------------------------
@@ -1032,8 +1088,15 @@ def serving(app: Starlette) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, http="h11", ws="none", lifespan="on", log_config=None, access_log=False,
-                            timeout_graceful_shutdown=2)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -1161,8 +1224,10 @@ def raw_request(url: str, request: bytes) -> bytes:
 
 def test_a_lying_content_length_is_refused(app: Starlette, live: str, keys: Keys) -> None:
     body = b'{"title": "t", "instructions": "i"}'
-    head = (f"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {keys.agent}\r\n"
-            "Content-Type: application/json\r\nConnection: close\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {keys.agent}\r\n"
+        "Content-Type: application/json\r\nConnection: close\r\n"
+    ).encode()
     with unchanged(app):
         # Shorter than the body: the hub reads 5 bytes, which are not JSON.
         answer = raw_request(live, head + b"Content-Length: 5\r\n\r\n" + body)

@@ -75,11 +75,20 @@ class Load:
             for number in range(LOAD_ROUNDS):
                 if self.stop.is_set() or time.monotonic() > deadline:
                     return
-                self._call(client, "POST", "/v1/tasks",
-                           json={"title": f"load {number}", "instructions": "x", "priority": 10})  # fmt: skip
+                self._call(
+                    client,
+                    "POST",
+                    "/v1/tasks",
+                    json={"title": f"load {number}", "instructions": "x", "priority": 10},
+                )
                 task = self._call(client, "POST", "/v1/tasks/claim", json={"worker_id": worker_id}).json()
-                self._call(client, "PUT", "/v1/files/content", params={"path": f"load/{task['id']}.txt"},
-                           content=f"written for task {task['id']}\n".encode())  # fmt: skip
+                self._call(
+                    client,
+                    "PUT",
+                    "/v1/files/content",
+                    params={"path": f"load/{task['id']}.txt"},
+                    content=f"written for task {task['id']}\n".encode(),
+                )
                 finish = {"lease_token": task["lease_token"], "result": f"result {task['id']}"}
                 self._call(client, "POST", f"/v1/tasks/{task['id']}/complete", json=finish)
                 self.completions += 1
@@ -179,10 +188,12 @@ def test_a_backup_under_write_load_restores_to_a_hub_that_serves_the_same_tasks_
     before = sorted(took for start, took in load.requests if start + took < began)
     size = sum(path.stat().st_size for path in dest.iterdir())
     inside = re.search(r" in ([\d.]+ s):", made.stdout)
-    print(f"\nbackup under load: {ended - began:.2f} s for the CLI ({inside and inside[1]} inside it), "
-          f"{size / 1e6:.1f} MB; {len(during)} writes finished during it, the longest "
-          f"{max(during, default=0) * 1000:.0f} ms (median before it: "
-          f"{before[len(before) // 2] * 1000:.0f} ms)")  # fmt: skip
+    print(
+        f"\nbackup under load: {ended - began:.2f} s for the CLI ({inside and inside[1]} inside it), "
+        f"{size / 1e6:.1f} MB; {len(during)} writes finished during it, the longest "
+        f"{max(during, default=0) * 1000:.0f} ms (median before it: "
+        f"{before[len(before) // 2] * 1000:.0f} ms)"
+    )
     assert during, "no write finished while the backup ran"
     assert max(during) < 5.0, "a write waited seconds for the backup"
 
@@ -363,12 +374,11 @@ def test_a_restore_refuses_a_tampered_backup_and_touches_nothing(
     data[len(data) // 2] ^= 0x01
     (tampered / name).write_bytes(bytes(data))
     target = tmp_path / "target"
-    refused = scaffold("hub", "restore", str(tampered), "--data-dir", str(target / "data"),
-                       "--workspace", str(target / "workspace"))  # fmt: skip
+    into = ("--data-dir", str(target / "data"), "--workspace", str(target / "workspace"))
+    refused = scaffold("hub", "restore", str(tampered), *into)
     assert f"checksum mismatch: {tampered / name} is not the file the backup made" in one_error_line(refused)
     assert not target.exists()
-    intact = scaffold("hub", "restore", str(small.backup), "--data-dir", str(target / "data"),
-                      "--workspace", str(target / "workspace"))  # fmt: skip
+    intact = scaffold("hub", "restore", str(small.backup), *into)
     assert intact.returncode == 0, intact.stderr  # the control
 
 
@@ -451,12 +461,17 @@ def test_a_backup_of_no_hub_says_where_it_looked(tmp_path: Path) -> None:
 @pytest.mark.parametrize("answers", ["remote-tls", "remote-plain"])
 def test_the_backup_units_verify_and_the_readme_says_how_to_enable_them(tmp_path: Path, answers: str) -> None:
     project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
-    slug = next(line.split(": ")[1] for line in (project / ".copier-answers.yml").read_text().splitlines()
-                if line.startswith("project_slug:"))  # fmt: skip
+    slug = next(
+        line.split(": ")[1]
+        for line in (project / ".copier-answers.yml").read_text().splitlines()
+        if line.startswith("project_slug:")
+    )
     service = (project / "vps/hub-backup.service").read_text(encoding="utf-8")
     timer = (project / "vps/hub-backup.timer").read_text(encoding="utf-8")
-    command = (f"/opt/{slug}/venv/bin/scaffold hub backup --into /var/backups/{slug} --keep 14 "
-               f"--config /etc/{slug}/hub.toml")  # fmt: skip
+    command = (
+        f"/opt/{slug}/venv/bin/scaffold hub backup --into /var/backups/{slug} --keep 14 "
+        f"--config /etc/{slug}/hub.toml"
+    )
     assert f"ExecStart={command}" in service and f"User={slug}-hub" in service
     assert "OnCalendar=" in timer and "Persistent=true" in timer
     from scaffold.cli import _parser
@@ -470,13 +485,21 @@ def test_the_backup_units_verify_and_the_readme_says_how_to_enable_them(tmp_path
         service.replace(f"/opt/{slug}/venv/bin/scaffold", shutil.which("scaffold") or sys.executable)
     )
     (units / f"{slug}-hub-backup.timer").write_text(timer)
-    done = subprocess.run([tool("systemd-analyze"), "verify", *map(str, sorted(units.iterdir()))],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [tool("systemd-analyze"), "verify", *map(str, sorted(units.iterdir()))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr  # warnings count too
 
     readme = (project / "vps/README.md").read_text(encoding="utf-8")
-    said = (f"sudo systemctl enable --now {slug}-hub-backup.timer", "all but the newest 14",
-            f"/var/backups/{slug}/hub-<UTC time>", f"scaffold hub restore /var/backups/{slug}/")  # fmt: skip
+    said = (
+        f"sudo systemctl enable --now {slug}-hub-backup.timer",
+        "all but the newest 14",
+        f"/var/backups/{slug}/hub-<UTC time>",
+        f"scaffold hub restore /var/backups/{slug}/",
+    )
     for words in said:
         assert words in readme
 
@@ -491,8 +514,11 @@ def test_the_bootstrap_installs_the_backup_units_but_does_not_enable_the_timer(t
             f"would: install the unit /etc/systemd/system/backup-team-hub-backup.{unit} (not enabled)"
             in done.stdout
         )
-    assert not any("enable" in line and "hub-backup" in line for line in done.stdout.splitlines()
-                   if not line.endswith("(not enabled)")), done.stdout  # fmt: skip
+    assert not any(
+        "enable" in line and "hub-backup" in line
+        for line in done.stdout.splitlines()
+        if not line.endswith("(not enabled)")
+    ), done.stdout
     enables = re.findall(r"systemctl enable[^\n]*", (project / "vps/bootstrap.sh").read_text())
     assert enables == ['systemctl enable --quiet "$SERVICE"'], enables
     local = render(tmp_path / "local").dest

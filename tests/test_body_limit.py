@@ -100,9 +100,11 @@ def test_a_body_within_the_limit_is_served(hub: HubProcess) -> None:
 
 
 def test_a_client_gone_mid_body_is_not_a_hub_failure(hub: HubProcess) -> None:
-    head = (f"POST /mcp HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {KEY}\r\n"
-            "Accept: application/json\r\nContent-Type: application/json\r\n"
-            "Content-Length: 1000\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /mcp HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {KEY}\r\n"
+        "Accept: application/json\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
     with socket.create_connection((HOST, hub.port), timeout=10) as conn:
         conn.sendall(head.encode() + b'{"jsonrpc": "2.0", ')
     with httpx2.Client(base_url=hub.url, timeout=10) as http:  # the hub still serves

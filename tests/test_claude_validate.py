@@ -23,8 +23,13 @@ def validate(claude_bin: Path, project: Path, home: Path) -> tuple[int, dict[str
     }
     result = subprocess.run(
         [str(claude_bin), "plugin", "validate", "--strict", "--json", ".claude"],
-        cwd=project, env=env, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     return result.returncode, json.loads(result.stdout)
 
 

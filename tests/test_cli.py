@@ -30,8 +30,12 @@ from tests.hubproc import free_port
 def scaffold(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scaffold", *args],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_new_with_defaults_shows_the_key_once_and_keeps_only_its_hash(tmp_path: Path) -> None:
@@ -228,9 +232,15 @@ def test_every_help_example_runs(tmp_path: Path) -> None:
     def run(command: str, where: str = ".", then: str = "") -> subprocess.CompletedProcess[str]:
         shell = f"set -e; {command}; {then}" if then else command
         result = subprocess.run(
-            ["bash", "-c", shell], cwd=tmp_path / where, env=env, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, check=False, timeout=120,
-        )  # fmt: skip
+            ["bash", "-c", shell],
+            cwd=tmp_path / where,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert result.returncode == 0, f"{command}: {result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
         return result
@@ -255,9 +265,14 @@ def test_every_help_example_runs(tmp_path: Path) -> None:
     hub_toml.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", hub_toml.read_text()))
     url = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(
-        ["bash", "-c", f"exec {next(steps)[0]}"], cwd=tmp_path, env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        ["bash", "-c", f"exec {next(steps)[0]}"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(f"{url}/healthz", serve)
         command, where = next(steps)

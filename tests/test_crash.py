@@ -201,8 +201,9 @@ def test_sigterm_during_a_long_poll_stops_cleanly(tmp_path: Path) -> None:
     try:
         with hub.client(key) as client:
             # Tasks this worker cannot do: they stay ready, and its claim waits.
-            batch = [{"title": f"gpu {n}", "instructions": "x", "required_capabilities": ["gpu"]}
-                     for n in range(3)]  # fmt: skip
+            batch = [
+                {"title": f"gpu {n}", "instructions": "x", "required_capabilities": ["gpu"]} for n in range(3)
+            ]
             assert client.post("/v1/tasks", json={"tasks": batch}).status_code == 201
             worker = client.post("/v1/workers", json={"session_id": "s", "role": "docs"}).json()["id"]
 

@@ -63,8 +63,14 @@ def test_the_script_uses_only_get_routes_a_viewer_may_read_and_never_parses_html
 def watch(hub: HubProcess, key: str, tmp_path: Path) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None, "node is needed to run the dashboard's script"
-    done = subprocess.run([node, str(SHIM), hub.url, key, str(DASHBOARD / "dashboard.js")],
-                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [node, str(SHIM), hub.url, key, str(DASHBOARD / "dashboard.js")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert key not in done.stderr
     return dict(json.loads(done.stdout))

@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from scaffold.deploy import DeployError, build_wheel, wait_healthy
+from scaffold.deploy import build_wheel, wait_healthy
+from scaffold.errors import DeployError
 from scaffold.render import template_root
 from tests.conftest import ANSWER_SETS, REPO, git, render
 from tests.conftest import require_tool as tool
@@ -77,16 +78,26 @@ def project_at(tmp_path: Path, port: int, **answers: str) -> tuple[Path, str]:
 def server_project_at(tmp_path: Path, port: int, host: str = "127.0.0.1") -> tuple[Path, str]:
     """A project for a server (`deployment: remote`), its hub at http://HOST:PORT. Its hub.toml
     says to listen on every interface; tests keep to loopback."""
-    project, key = project_at(tmp_path, port, deployment="remote", hub_url=f"http://{host}:{port}",
-                              workspace_path=str(tmp_path / "srv" / "workspace"))  # fmt: skip
+    project, key = project_at(
+        tmp_path,
+        port,
+        deployment="remote",
+        hub_url=f"http://{host}:{port}",
+        workspace_path=str(tmp_path / "srv" / "workspace"),
+    )
     config = project / "vps" / "hub.toml"
     config.write_text(config.read_text().replace('host = "0.0.0.0"', 'host = "127.0.0.1"'))
     return project, key
 
 
 def bootstrap(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(bundle / "bootstrap.sh"), *args], capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(bundle / "bootstrap.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
 
 
 # -- the files of the bundle ------------------------------------------------------------------
@@ -96,8 +107,12 @@ def bootstrap(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_every_shell_file_passes_shellcheck(tmp_path: Path, answers: str) -> None:
     project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
     scripts = [project / "vps/bootstrap.sh", REPO / ".ci/run", *sorted(REPO.glob("tools/*.sh"))]
-    done = subprocess.run([tool("shellcheck"), "--severity=style", *map(str, scripts)], capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [tool("shellcheck"), "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -110,11 +125,21 @@ def test_shellcheck_would_catch_a_mistake(tmp_path: Path) -> None:
 @pytest.mark.parametrize("answers", ["remote-tls", "remote-plain"])
 def test_the_systemd_unit_verifies(tmp_path: Path, answers: str) -> None:
     project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
-    slug = next(line.split(": ")[1] for line in (project / ".copier-answers.yml").read_text().splitlines()
-                if line.startswith("project_slug:"))  # fmt: skip
+    slug = next(
+        line.split(": ")[1]
+        for line in (project / ".copier-answers.yml").read_text().splitlines()
+        if line.startswith("project_slug:")
+    )
     unit = (project / "vps/hub.service").read_text(encoding="utf-8")
-    for directive in ("NoNewPrivileges=true", "ProtectSystem=strict", "ProtectHome=true", "PrivateTmp=true",
-                      "Restart=on-failure", f"User={slug}-hub", "ReadWritePaths="):  # fmt: skip
+    for directive in (
+        "NoNewPrivileges=true",
+        "ProtectSystem=strict",
+        "ProtectHome=true",
+        "PrivateTmp=true",
+        "Restart=on-failure",
+        f"User={slug}-hub",
+        "ReadWritePaths=",
+    ):
         assert directive in unit
     # systemd-analyze checks that ExecStart exists; the venv is made by the bootstrap on the
     # server, so the check runs on a copy whose ExecStart names this machine's scaffold.
@@ -122,8 +147,9 @@ def test_the_systemd_unit_verifies(tmp_path: Path, answers: str) -> None:
     here.write_text(
         unit.replace(f"/opt/{slug}/venv/bin/scaffold", shutil.which("scaffold") or sys.executable)
     )
-    done = subprocess.run([tool("systemd-analyze"), "verify", str(here)], capture_output=True, text=True,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [tool("systemd-analyze"), "verify", str(here)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr  # warnings count too
 
 
@@ -283,8 +309,16 @@ class SSHServer:
     def args(self, identity: Path | None = None, port: int | None = None) -> list[str]:
         """`scaffold deploy` options that reach this server as root."""
         known = f"UserKnownHostsFile={self.known_hosts}"
-        return ["--host", "root@127.0.0.1", "--port", str(port or self.port),
-                "--identity", str(identity or self.identity), "--ssh-option", known]  # fmt: skip
+        return [
+            "--host",
+            "root@127.0.0.1",
+            "--port",
+            str(port or self.port),
+            "--identity",
+            str(identity or self.identity),
+            "--ssh-option",
+            known,
+        ]
 
 
 @pytest.fixture
@@ -312,8 +346,12 @@ def sshd(tmp_path: Path) -> Iterator[SSHServer]:
         server = subprocess.Popen([tool("sshd"), "-D", "-e", "-f", str(config)], stderr=errors)
     try:
         deadline = time.monotonic() + 10
-        while subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True,
-                             check=False).returncode != 0:  # fmt: skip
+        while (
+            subprocess.run(
+                ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True, check=False
+            ).returncode
+            != 0
+        ):
             assert server.poll() is None, f"sshd exited: {log.read_text()}"
             assert time.monotonic() < deadline, "sshd did not listen"
             time.sleep(0.1)
@@ -339,10 +377,15 @@ def test_deploy_over_ssh_installs_checks_and_says_what_next(
     done = run_deploy(project, *ssh)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    for progress in ("==> building the bundle", "==> copying the bundle to root@127.0.0.1",
-                     "== install the hub from", f"==> waiting for http://127.0.0.1:{port}/healthz on "
-                     "root@127.0.0.1 (127.0.0.1)",
-                     "==> checking an authenticated request", "/coordinator", "/worker backend"):  # fmt: skip
+    for progress in (
+        "==> building the bundle",
+        "==> copying the bundle to root@127.0.0.1",
+        "== install the hub from",
+        f"==> waiting for http://127.0.0.1:{port}/healthz on root@127.0.0.1 (127.0.0.1)",
+        "==> checking an authenticated request",
+        "/coordinator",
+        "/worker backend",
+    ):
         assert progress in out, out
     assert key not in out + done.stderr
     with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -372,8 +415,9 @@ def test_deploy_checks_the_host_it_installed_not_whatever_the_url_reaches(
     decoy = http.server.ThreadingHTTPServer(("127.0.0.2", port), Decoy)
     threading.Thread(target=decoy.serve_forever, daemon=True).start()
     try:
-        done = run_deploy(project, *sshd.args(), "--prefix", str(prefix), "--wheel", str(wheel),
-                          "--timeout", "20")  # fmt: skip
+        done = run_deploy(
+            project, *sshd.args(), "--prefix", str(prefix), "--wheel", str(wheel), "--timeout", "20"
+        )
     finally:
         decoy.shutdown()
         decoy.server_close()
@@ -397,8 +441,14 @@ def test_deploy_to_a_host_refuses_a_local_project_and_says_how_to_move_it(tmp_pa
     assert "==>" not in refused.stdout  # nothing built, nothing copied
     # the command it gives moves the project to that server, as written
     update = shlex.split(line.split("`")[1])
-    moved = subprocess.run([sys.executable, "-m", *update], cwd=project, capture_output=True, text=True,
-                           timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+    moved = subprocess.run(
+        [sys.executable, "-m", *update],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
     assert moved.returncode == 0, moved.stderr
     answers = (project / ".copier-answers.yml").read_text()
     assert "deployment: remote" in answers and "hub_url: http://203.0.113.10:5555" in answers
@@ -458,10 +508,13 @@ def test_a_dry_run_as_root_lists_the_system_install_and_changes_nothing(tmp_path
     project = render(tmp_path / "project", **ANSWER_SETS["remote-tls"], project_slug="dry-run-team").dest
     done = bootstrap(project / "vps", "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
-    for step in ("would: create the system user dry-run-team-hub", "would: create the virtual environment "
-                 "/opt/dry-run-team/venv", "would: install the hub from vps-agent-scaffold==",
-                 "would: install the service unit /etc/systemd/system/dry-run-team-hub.service",
-                 "would: install the Caddy configuration for hub.example.com"):  # fmt: skip
+    for step in (
+        "would: create the system user dry-run-team-hub",
+        "would: create the virtual environment /opt/dry-run-team/venv",
+        "would: install the hub from vps-agent-scaffold==",
+        "would: install the service unit /etc/systemd/system/dry-run-team-hub.service",
+        "would: install the Caddy configuration for hub.example.com",
+    ):
         assert step in done.stdout, done.stdout
     assert "== " not in done.stdout
     assert not Path("/opt/dry-run-team").exists() and not Path("/etc/dry-run-team").exists()
@@ -480,15 +533,24 @@ def test_the_local_background_hub_stops_restarts_and_takes_keys_as_its_readme_sa
     readme = (project / "vps/README.md").read_text()
     documented = "~/.local/share/vps-agent-scaffold/agent-team/hub"
     section = readme[readme.index(f"```sh\nscaffold deploy --local --prefix {documented}") :]
-    commands = [line.replace(documented, str(prefix)) for block in re.findall(r"```sh\n(.*?)```", section,
-                flags=re.S)[:3] for line in block.splitlines()]  # fmt: skip
+    commands = [
+        line.replace(documented, str(prefix))
+        for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S)[:3]
+        for line in block.splitlines()
+    ]
     install, stop, start, add_key = commands
     assert stop.startswith("kill ") and start == install and add_key.startswith("scaffold hub keys add ")
 
     def scaffold(line: str) -> subprocess.CompletedProcess[str]:
         words = [*shlex.split(line)[1:], *(["--wheel", str(wheel)] if "deploy" in line else [])]
-        return subprocess.run([sys.executable, "-m", "scaffold", *words], cwd=project, capture_output=True,
-                              text=True, timeout=RUN_TIMEOUT, check=False)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "scaffold", *words],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
 
     def answers(with_key: str) -> int:
         with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:

@@ -81,8 +81,14 @@ def commands(
 
 def test_every_command_has_an_example_in_its_help_and_is_in_the_readme() -> None:
     found = dict(commands(_parser()))
-    assert {"scaffold new", "scaffold update", "scaffold hub serve", "scaffold hub keys add",
-            "scaffold hub keys list", "scaffold hub keys revoke"} <= set(found)  # fmt: skip
+    assert {
+        "scaffold new",
+        "scaffold update",
+        "scaffold hub serve",
+        "scaffold hub keys add",
+        "scaffold hub keys list",
+        "scaffold hub keys revoke",
+    } <= set(found)
     for command, parser in found.items():
         example = re.search(rf"^example: .*\b{re.escape(command)} ", parser.format_help(), re.MULTILINE)
         assert example, f"`{command} --help` shows no example of it"
@@ -99,9 +105,14 @@ def test_the_readme_pytest_copie_example_runs(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "VPS_SCAFFOLD_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     ran = subprocess.run(
-        [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider",
-         "--basetemp", str(tmp_path / "basetemp")],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        [*command, str(test_file), "--basetemp", str(tmp_path / "basetemp")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert ran.returncode == 0 and "2 passed" in ran.stdout, ran.stdout[-3000:] + ran.stderr[-2000:]

@@ -50,8 +50,11 @@ class Finished:
     @property
     def notices(self) -> list[str]:
         """What hooks told the user (systemMessage), as Claude Code reports it."""
-        return [str(event.get("content", "")) for event in self.events
-                if event.get("type") == "system" and event.get("subtype") == "informational"]  # fmt: skip
+        return [
+            str(event.get("content", ""))
+            for event in self.events
+            if event.get("type") == "system" and event.get("subtype") == "informational"
+        ]
 
 
 @dataclass
@@ -89,8 +92,12 @@ class Team:
         del env["VPS_API_URL"], env["VPS_API_KEY"]  # from the project's settings, as for a user
         return subprocess.Popen(
             [str(self.claude), "-p", prompt, "--output-format", "stream-json", "--verbose", *args],
-            cwd=self.project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=self.project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def run(self, prompt: str, policy: Policy, *args: str) -> tuple[Finished, FakeModel]:
         model = FakeModel(policy)
@@ -193,8 +200,11 @@ class WorkerModel:
             claimed = json.loads(text)
             if "lease_token" not in claimed:
                 return End("No task came; ending the turn.")
-            self.task = {"id": claimed["id"], "lease_token": claimed["lease_token"],
-                         "instructions": claimed["instructions"]}  # fmt: skip
+            self.task = {
+                "id": claimed["id"],
+                "lease_token": claimed["lease_token"],
+                "instructions": claimed["instructions"],
+            }
             if self.stop_holding and not self.sent_back:
                 return End("I will stop here.")
             return self.write()
@@ -223,22 +233,39 @@ class WorkerModel:
     def write(self) -> Call:
         instructions = self.task["instructions"]
         path, content = found(r"file: (\S+)", instructions), found(r"content: (.+)", instructions)
-        return Call("mcp__vps__write_file",
-                    {"path": path, "content": content + "\n", "worker_id": self.worker_id})  # fmt: skip
+        return Call(
+            "mcp__vps__write_file", {"path": path, "content": content + "\n", "worker_id": self.worker_id}
+        )
 
 
 # -- scenarios ----------------------------------------------------------------------------------
 
 
 def test_a_coordinator_creates_tasks_with_a_dependency_and_is_never_held(team: Team) -> None:
-    batch = {"tasks": [
-        {"ref": "schema", "title": "Design the schema", "instructions": "## Objective\nschema",
-         "required_capabilities": ["backend"], "priority": 2},
-        {"ref": "api", "title": "Build the API", "instructions": "## Objective\napi",
-         "depends_on": ["schema"], "required_capabilities": ["backend"]},
-        {"ref": "ui", "title": "Draw the page", "instructions": "## Objective\nui",
-         "required_capabilities": ["frontend"]},
-    ]}  # fmt: skip
+    batch = {
+        "tasks": [
+            {
+                "ref": "schema",
+                "title": "Design the schema",
+                "instructions": "## Objective\nschema",
+                "required_capabilities": ["backend"],
+                "priority": 2,
+            },
+            {
+                "ref": "api",
+                "title": "Build the API",
+                "instructions": "## Objective\napi",
+                "depends_on": ["schema"],
+                "required_capabilities": ["backend"],
+            },
+            {
+                "ref": "ui",
+                "title": "Draw the page",
+                "instructions": "## Objective\nui",
+                "required_capabilities": ["frontend"],
+            },
+        ]
+    }
     script = iter([search("create_tasks"), Call("mcp__vps__create_tasks", batch)])
 
     def coordinator(turn: Turn) -> Step:
@@ -255,14 +282,18 @@ def test_a_coordinator_creates_tasks_with_a_dependency_and_is_never_held(team: T
     assert sorted(tasks) == ["Build the API", "Design the schema", "Draw the page"]
     assert tasks["Build the API"]["depends_on"] == [tasks["Design the schema"]["id"]]
     assert [tasks[title]["state"] for title in ("Design the schema", "Build the API", "Draw the page")] == [
-        "ready", "blocked", "ready"]  # fmt: skip
+        "ready",
+        "blocked",
+        "ready",
+    ]
     assert team.workers() == []  # the coordinator never registered
 
 
 def test_a_worker_claims_writes_completes_and_the_stop_hook_hands_it_the_next_task(team: Team) -> None:
     team.idle_minutes(0.05)  # 3 s without a task, then it may stop
-    first, second = team.create([file_task("First", "notes/first.txt", "one"),
-                                 file_task("Second", "notes/second.txt", "two")])  # fmt: skip
+    first, second = team.create(
+        [file_task("First", "notes/first.txt", "one"), file_task("Second", "notes/second.txt", "two")]
+    )
     worker = WorkerModel()
     finished, model = team.run("/worker backend", worker)
     assert finished.code == 0, finished.stderr
@@ -318,8 +349,10 @@ def test_two_workers_at_once_never_get_the_same_task(team: Team) -> None:
     team.idle_minutes(0.25)  # 15 s: both wait in their Stop hooks until the tasks come
     models = [FakeModel(WorkerModel()), FakeModel(WorkerModel())]
     with serving(models[0].app) as first_api, serving(models[1].app) as second_api:
-        running = [team.start("/worker backend", models[0], first_api),
-                   team.start("/worker backend", models[1], second_api)]  # fmt: skip
+        running = [
+            team.start("/worker backend", models[0], first_api),
+            team.start("/worker backend", models[1], second_api),
+        ]
         deadline = time.monotonic() + 120
         while len(team.workers()) < 2:
             assert time.monotonic() < deadline, "the two workers did not register"

@@ -20,13 +20,12 @@ import httpx2
 import pytest
 from starlette.applications import Starlette
 
-from scaffold.hub.app import Hub
+from scaffold.hub.container import Services
 from scaffold.hub.events import RECENT_EVENTS, EventBus
 from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.types import Event, NewTask
-from tests.test_api import TIMEOUT, Keys, bearer, hub_of, keys, make_app, serving
-
-__all__ = ["keys"]  # the fixture, shared with test_api
+from tests.conftest import Keys, MakeHub
+from tests.test_api import MAX_BODY, TIMEOUT, bearer, hub_of, serving
 
 REAP_INTERVAL = 0.05  # 20 reaper passes a second: each used to wake every stream
 KEEPALIVE = 0.5
@@ -45,7 +44,7 @@ class Counted:
         return sum(self.calls.values())
 
 
-def count_calls(hub: Hub, names: tuple[str, ...]) -> Counted:
+def count_calls(hub: Services, names: tuple[str, ...]) -> Counted:
     counted = Counted()
     for name in names:
         original: Callable[..., Any] = getattr(hub.store, name)
@@ -59,10 +58,10 @@ def count_calls(hub: Hub, names: tuple[str, ...]) -> Counted:
 
 
 @pytest.fixture
-def app(tmp_path: Path, keys: Keys) -> Starlette:
-    app = make_app(tmp_path, keys, reap_interval_seconds=REAP_INTERVAL)
-    hub_of(app).bus.keepalive = KEEPALIVE
-    return app
+def app(make_hub: MakeHub) -> Starlette:
+    made = make_hub(max_body_bytes=MAX_BODY, reap_interval_seconds=REAP_INTERVAL)
+    made.services.bus.keepalive = KEEPALIVE
+    return made.app
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.app import Hub, create_app
-from scaffold.hub.auth import new_key
+from scaffold.hub.container import Services
 from scaffold.hub.exec import Command, Executor, resolve_cwd
 from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.types import Event
+from tests.conftest import built_hub
 
 pytestmark = pytest.mark.usefixtures("bubblewrap")  # every command runs in the sandbox
 
@@ -37,7 +36,7 @@ WAIT = 10.0  # seconds: the bound of every wait in this file
 @dataclass
 class Running:
     client: TestClient
-    hub: Hub
+    hub: Services
     workspace: Path
     agent: str
     viewer: str
@@ -66,20 +65,12 @@ class Running:
 
 @contextlib.contextmanager
 def running(tmp_path: Path, **settings: Any) -> Iterator[Running]:
-    agent, agent_digest = new_key()
-    viewer, viewer_digest = new_key()
-    workspace = tmp_path / "workspace"
-    store = SQLiteStore(tmp_path / "hub.sqlite3")
     defaults: dict[str, Any] = {"exec_timeout_seconds": TIMEOUT, "exec_max_output_bytes": MAX_OUTPUT}
-    app = create_app(store, HubSettings(
-        keys=(("the-agent", "agent", agent_digest), ("the-viewer", "viewer", viewer_digest)),
-        workspace=workspace, **(defaults | settings),
-    ))  # fmt: skip
-    try:
-        with TestClient(app) as client:
-            yield Running(client, app.state.hub, workspace, agent, viewer)
-    finally:
-        store.close()
+    with (
+        built_hub(tmp_path, roles=("agent", "viewer"), **(defaults | settings)) as made,
+        TestClient(made.app) as client,
+    ):
+        yield Running(client, made.services, made.workspace, made.keys.agent, made.keys.viewer)
 
 
 @pytest.fixture
@@ -182,9 +173,25 @@ def test_exactly_one_of_argv_and_shell(hub: Running) -> None:
 
 @pytest.mark.parametrize(
     "cwd",
-    ["/", "/etc", "/tmp", "..", "../", "../workspace", "src/../..", "src/../../etc", "./..", "a\x00b",
-     "//etc", "link-out", "link-out/sub", "link-up", "src/link-root", "loop"],
-)  # fmt: skip
+    [
+        "/",
+        "/etc",
+        "/tmp",
+        "..",
+        "../",
+        "../workspace",
+        "src/../..",
+        "src/../../etc",
+        "./..",
+        "a\x00b",
+        "//etc",
+        "link-out",
+        "link-out/sub",
+        "link-up",
+        "src/link-root",
+        "loop",
+    ],
+)
 def test_a_cwd_outside_the_workspace_is_refused(hub: Running, cwd: str) -> None:
     (hub.workspace / "src").mkdir()
     outside = hub.workspace.parent / "outside"
@@ -301,9 +308,12 @@ def test_the_same_rules_hold_on_uvloop_which_the_served_hub_uses(tmp_path: Path)
         runner = executor(tmp_path)
         await runner.start()
         results = []
-        for shell, timeout in (("sleep 30.5 & echo 30.5", WAIT), ("sleep 30.6 & echo 30.6; wait", 0.3),
-                               ("trap '' TERM; sleep 30.7 & echo 30.7; wait; wait", 0.3),
-                               ("head -c 3000000 /dev/zero; echo done >&2", WAIT)):  # fmt: skip
+        for shell, timeout in (
+            ("sleep 30.5 & echo 30.5", WAIT),
+            ("sleep 30.6 & echo 30.6; wait", 0.3),
+            ("trap '' TERM; sleep 30.7 & echo 30.7; wait; wait", 0.3),
+            ("head -c 3000000 /dev/zero; echo done >&2", WAIT),
+        ):
             outcome = await runner.run(Command(argv=None, shell=shell, cwd=tmp_path, timeout=timeout))
             results.append((outcome.exit_code, outcome.timed_out, outcome.truncated, outcome.stdout))
         return results
@@ -322,8 +332,8 @@ def test_the_same_rules_hold_on_uvloop_which_the_served_hub_uses(tmp_path: Path)
 
 
 def test_output_beyond_the_cap_is_cut_and_flagged(hub: Running) -> None:
-    result = hub.run({"shell": f"head -c {MAX_OUTPUT * 5} /dev/zero | tr '\\0' a; "
-                               f"head -c {MAX_OUTPUT + 1} /dev/zero | tr '\\0' b >&2"})  # fmt: skip
+    stdout = f"head -c {MAX_OUTPUT * 5} /dev/zero | tr '\\0' a"
+    result = hub.run({"shell": f"{stdout}; head -c {MAX_OUTPUT + 1} /dev/zero | tr '\\0' b >&2"})
     assert result["stdout"] == "a" * MAX_OUTPUT
     assert result["stderr"] == "b" * MAX_OUTPUT
     assert result["truncated"] is True
@@ -351,8 +361,12 @@ def test_the_environment_is_minimal_plus_the_extras(hub: Running, monkeypatch: p
     result = hub.run({"argv": ["env"], "env": {"GREETING": "hello there", "_X1": ""}})
     seen = dict(line.split("=", 1) for line in result["stdout"].splitlines())
     # HOME is the sandbox's private /tmp (the hub's home is not visible there); bubblewrap sets PWD
-    wanted = {"PATH": os.environ["PATH"], "HOME": "/tmp", "LANG": os.environ.get("LANG") or "C.UTF-8",
-              "PWD": str(hub.workspace.resolve())}  # fmt: skip
+    wanted = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/tmp",
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        "PWD": str(hub.workspace.resolve()),
+    }
     assert seen == {**wanted, "GREETING": "hello there", "_X1": ""}
     assert "hunter2" not in result["stdout"] + result["stderr"]
     shell = hub.run({"shell": 'echo "[$SECRET][$GREETING]"', "env": {"GREETING": "hi"}})
@@ -391,9 +405,15 @@ def test_every_command_run_is_an_event(hub: Running) -> None:
     hub.run({"shell": "echo " + "y" * 600, "cwd": "sub"})
     hub.run({"shell": "sleep 5", "timeout_seconds": 0.2})
     first, second, third = hub.events("exec.ran")
-    assert first.actor == "the-agent"
-    assert first.data == {"argv": "sh -c 'exit 4'", "cwd": ".", "exit_code": 4, "timed_out": False,
-                          "duration_seconds": first.data["duration_seconds"], "task_id": None}  # fmt: skip
+    assert first.actor == "agent-key"
+    assert first.data == {
+        "argv": "sh -c 'exit 4'",
+        "cwd": ".",
+        "exit_code": 4,
+        "timed_out": False,
+        "duration_seconds": first.data["duration_seconds"],
+        "task_id": None,
+    }
     assert 0 <= first.data["duration_seconds"] < WAIT
     assert second.data["shell"] == ("echo " + "y" * 600)[:500]
     assert second.data["cwd"] == "sub"

@@ -19,17 +19,13 @@ from typing import Any
 
 import httpx2
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from scaffold.hub.app import Hub, create_app
-from scaffold.hub.auth import new_key
+from scaffold.hub.container import Services
 from scaffold.hub.errors import StaleFile
 from scaffold.hub.files import Workspace
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.types import ROLES
-from tests.test_api import Keys, assert_error, bearer, conforming
+from tests.conftest import FakeClock, Keys, MakeHub
+from tests.test_api import assert_error, bearer, conforming
 
 T0 = 1_800_000_000.0
 MAX_BODY = 8 * 1024 * 1024
@@ -37,35 +33,22 @@ MAX_FILE = 6 * 1024 * 1024
 SENTINEL = b"SENTINEL outside: must never change\n"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Setup:
     client: TestClient
-    app: Starlette
+    hub: Services
     keys: Keys
     root: Path
     outside: Path
-    clock: Clock
-
-    @property
-    def hub(self) -> Hub:
-        hub = self.app.state.hub
-        assert isinstance(hub, Hub)
-        return hub
+    clock: FakeClock
 
     def agent(self, **headers: str) -> dict[str, str]:
         return {**bearer(self.keys.agent), **headers}
 
     def put(self, path: str, content: bytes, **headers: str) -> httpx2.Response:
-        return self.client.put("/v1/files/content", params={"path": path}, content=content,
-                               headers=self.agent(**headers))  # fmt: skip
+        return self.client.put(
+            "/v1/files/content", params={"path": path}, content=content, headers=self.agent(**headers)
+        )
 
     def create(self, path: str, content: bytes) -> str:
         response = self.put(path, content, **{"If-None-Match": "*"})
@@ -80,8 +63,9 @@ class Setup:
         return self.client.post(f"/v1/files/{route}", json=body, headers=bearer(key or self.keys.agent))
 
     def register(self, session: str, role: str = "backend") -> int:
-        response = self.client.post("/v1/workers", json={"session_id": session, "role": role},
-                                    headers=self.agent())  # fmt: skip
+        response = self.client.post(
+            "/v1/workers", json={"session_id": session, "role": role}, headers=self.agent()
+        )
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
 
@@ -91,23 +75,14 @@ class Setup:
 
 
 @pytest.fixture
-def keys() -> Keys:
-    made = {role: new_key() for role in ROLES}
-    digests = tuple((f"{role}-key", role, made[role][1]) for role in ROLES)
-    return Keys(made["viewer"][0], made["agent"][0], made["admin"][0], digests)
-
-
-@pytest.fixture
-def setup(tmp_path: Path, keys: Keys) -> Iterator[Setup]:
-    root, outside = tmp_path / "ws", tmp_path / "outside"
+def setup(tmp_path: Path, make_hub: MakeHub) -> Iterator[Setup]:
+    outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "sentinel.txt").write_bytes(SENTINEL)
-    clock = Clock()
-    settings = HubSettings(keys=keys.digests, workspace=root, max_body_bytes=MAX_BODY,
-                           max_file_bytes=MAX_FILE, grep_max_bytes=MAX_FILE * 2)  # fmt: skip
-    app = create_app(SQLiteStore(tmp_path / "hub.sqlite3"), settings, clock)
-    with TestClient(app) as client:
-        yield Setup(conforming(client), app, keys, root, outside, clock)
+    clock, limits = FakeClock(T0), {"max_file_bytes": MAX_FILE, "grep_max_bytes": MAX_FILE * 2}
+    made = make_hub(clock=clock, workspace=tmp_path / "ws", max_body_bytes=MAX_BODY, **limits)
+    with TestClient(made.app) as client:
+        yield Setup(conforming(client), made.services, made.keys, made.workspace, outside, clock)
 
 
 def sha(content: bytes) -> str:
@@ -117,11 +92,19 @@ def sha(content: bytes) -> str:
 @contextlib.contextmanager
 def nothing_changes(setup: Setup) -> Iterator[None]:
     """No event, the same workspace tree (.git included), the same files beside it."""
-    before = (setup.hub.store.last_event_id(), snapshot(setup.root), snapshot(setup.root.parent, deep=False),
-              snapshot(setup.outside))  # fmt: skip
+    before = (
+        setup.hub.store.last_event_id(),
+        snapshot(setup.root),
+        snapshot(setup.root.parent, deep=False),
+        snapshot(setup.outside),
+    )
     yield
-    after = (setup.hub.store.last_event_id(), snapshot(setup.root), snapshot(setup.root.parent, deep=False),
-             snapshot(setup.outside))  # fmt: skip
+    after = (
+        setup.hub.store.last_event_id(),
+        snapshot(setup.root),
+        snapshot(setup.root.parent, deep=False),
+        snapshot(setup.outside),
+    )
     assert after[0] == before[0], "a refused request recorded a change"
     assert after[1] == before[1], "the workspace changed"
     assert after[2] == before[2], "something appeared or vanished beside the workspace"
@@ -291,11 +274,17 @@ def test_list_a_directory_a_glob_and_a_file(setup: Setup) -> None:
 
     top = listing()
     assert [(e["path"], e["type"]) for e in top["entries"]] == [
-        ("README.md", "file"), ("link", "symlink"), ("src", "dir")]  # .git is never listed  # fmt: skip
+        ("README.md", "file"),
+        ("link", "symlink"),
+        ("src", "dir"),
+    ]  # .git is never listed
     assert top["entries"][0]["size"] == len(b"README.md") and top["truncated"] is False
     assert [e["path"] for e in listing(path="src")["entries"]] == ["src/app.py", "src/util.py", "src/web"]
     assert [e["path"] for e in listing(path="src", glob="**/*.py")["entries"]] == [
-        "src/app.py", "src/util.py", "src/web/deep/x.py"]  # fmt: skip
+        "src/app.py",
+        "src/util.py",
+        "src/web/deep/x.py",
+    ]
     assert [e["path"] for e in listing(glob="*/*.py")["entries"]] == ["src/app.py", "src/util.py"]
     everything = listing(glob="**")["entries"]
     assert "link/app.py" not in [e["path"] for e in everything], "a walk does not follow links"
@@ -404,15 +393,25 @@ def test_changes_are_events_naming_the_key_and_worker(setup: Setup) -> None:
     start = setup.hub.store.last_event_id()
     etag = setup.create("e.txt", b"1")
     setup.put("e.txt", b"2", **{"If-Match": etag})
-    response = setup.client.put("/v1/files/content", params={"path": "w.txt", "worker_id": worker},
-                                content=b"w", headers=setup.agent())  # fmt: skip
+    response = setup.client.put(
+        "/v1/files/content",
+        params={"path": "w.txt", "worker_id": worker},
+        content=b"w",
+        headers=setup.agent(),
+    )
     assert response.status_code == 201
     setup.post("edit", {"path": "e.txt", "old": "2", "new": "3"})
     setup.post("move", {"from": "e.txt", "to": "f.txt"})
     setup.post("delete", {"path": "f.txt"})
     events = setup.hub.store.events_after(start, 100)
-    assert [e.type for e in events] == ["file.written", "file.written", "file.written", "file.edited",
-                                        "file.moved", "file.deleted"]  # fmt: skip
+    assert [e.type for e in events] == [
+        "file.written",
+        "file.written",
+        "file.written",
+        "file.edited",
+        "file.moved",
+        "file.deleted",
+    ]
     assert all(e.actor == "agent-key" for e in events)
     assert events[0].data["created"] is True and events[1].data["created"] is False
     assert events[2].data["worker_id"] == worker
@@ -429,8 +428,11 @@ def test_a_viewer_reads_but_may_not_write(setup: Setup) -> None:
             "/v1/files/content", params={"path": "r.txt"}, content=b"v", headers=viewer
         )
         assert_error(response, 403, "forbidden", "agent")
-        changes = (("edit", {"path": "r.txt", "old": "r", "new": "v"}), ("delete", {"path": "r.txt"}),
-                   ("move", {"from": "r.txt", "to": "v.txt"}))  # fmt: skip
+        changes = (
+            ("edit", {"path": "r.txt", "old": "r", "new": "v"}),
+            ("delete", {"path": "r.txt"}),
+            ("move", {"from": "r.txt", "to": "v.txt"}),
+        )
         for route, body in changes:
             assert_error(setup.post(route, body, setup.keys.viewer), 403, "forbidden")
         response = setup.client.post(
@@ -457,7 +459,10 @@ def test_grep_finds_lines_within_its_limits(setup: Setup) -> None:
 
     found = grep(pattern="TODO")
     assert [(m["path"], m["line"], m["column"]) for m in found["matches"]] == [
-        ("docs/c.md", 1, 3), ("src/a.py", 2, 10), ("src/b.txt", 2, 1)]  # fmt: skip
+        ("docs/c.md", 1, 3),
+        ("src/a.py", 2, 10),
+        ("src/b.txt", 2, 1),
+    ]
     assert found["matches"][1]["text"] == "x = 1  # TODO fix"
     assert (found["files_searched"], found["files_skipped"], found["truncated"]) == (3, 2, False)
     assert len(grep(pattern="todo", ignore_case=True)["matches"]) == 4
@@ -502,10 +507,18 @@ def hostile_tree(setup: Setup) -> None:
     (root / "inside.txt").write_bytes(b"SENTINEL inside\n")
     (root / "sub").mkdir()
     (root / "sub" / "keep.txt").write_bytes(b"keep\n")
-    links = {"etc_link": "/etc", "passwd_link": "/etc/passwd", "parent_link": "..",
-             "outdir": str(setup.outside), "sentinel_link": str(setup.outside / "sentinel.txt"),
-             "devnull": "/dev/null", "git_link": ".git", "loop": "loop", "sub/up": "../..",
-             "dangling_out": "/nonexistent/x"}  # fmt: skip
+    links = {
+        "etc_link": "/etc",
+        "passwd_link": "/etc/passwd",
+        "parent_link": "..",
+        "outdir": str(setup.outside),
+        "sentinel_link": str(setup.outside / "sentinel.txt"),
+        "devnull": "/dev/null",
+        "git_link": ".git",
+        "loop": "loop",
+        "sub/up": "../..",
+        "dangling_out": "/nonexistent/x",
+    }
     for name, target in links.items():
         (root / name).symlink_to(target)
     os.mkfifo(root / "fifo")
@@ -516,6 +529,7 @@ def hostile_tree(setup: Setup) -> None:
     assert (root / ".git" / "config").is_file(), "the hub made the workspace a git repository"
 
 
+# Grouped by kind, several a line: the groups read better unformatted.
 HOSTILE = [
     # absolute
     "/etc/passwd", "//etc/passwd", "/", "/tmp", "///etc//passwd",
@@ -552,9 +566,11 @@ def attempts(path: str) -> list[tuple[str, str, dict[str, Any] | None, dict[str,
         ("POST", "/v1/files/move", None, {"from": "inside.txt", "to": path, "overwrite": True}),
     ]
     if path not in ROOT_SPELLINGS:
-        out += [("GET", "/v1/files", {"path": path}, None),
-                ("GET", "/v1/files", {"path": path, "glob": "**"}, None),
-                ("POST", "/v1/files/grep", None, {"pattern": "SENTINEL|root", "path": path})]  # fmt: skip
+        out += [
+            ("GET", "/v1/files", {"path": path}, None),
+            ("GET", "/v1/files", {"path": path, "glob": "**"}, None),
+            ("POST", "/v1/files/grep", None, {"pattern": "SENTINEL|root", "path": path}),
+        ]
     return out
 
 
@@ -569,8 +585,14 @@ def test_hostile_paths_are_refused_by_every_file_route(setup: Setup) -> None:
     with nothing_changes(setup):
         for path in HOSTILE:
             for method, route, query, body in attempts(path):
-                response = setup.client.request(method, route, params=query, json=body, headers=admin,
-                                                content=b"PWNED" if method == "PUT" else None)  # fmt: skip
+                response = setup.client.request(
+                    method,
+                    route,
+                    params=query,
+                    json=body,
+                    headers=admin,
+                    content=b"PWNED" if method == "PUT" else None,
+                )
                 where = f"{method} {route} {query or body}"
                 assert response.status_code in (400, 403, 404), (
                     f"{where}: {response.status_code} {response.text}"
@@ -580,10 +602,21 @@ def test_hostile_paths_are_refused_by_every_file_route(setup: Setup) -> None:
 
 
 RAW_QUERIES = [
-    "%2e%2e/outside/sentinel.txt", "%2E%2E%2Foutside%2Fsentinel.txt", "..%2f..%2foutside", "%2fetc%2fpasswd",
-    "%5c..%5coutside", ".%2e/outside/sentinel.txt", "%00", "inside.txt%00.png", "%2e%2e", "sub%2f..%2f..%2fx",
-    "%2E%2E/%2E%2E/etc/passwd", "%2e%2e%5coutside", "%2egit/config", "outdir%2fsentinel.txt",
-]  # fmt: skip
+    "%2e%2e/outside/sentinel.txt",
+    "%2E%2E%2Foutside%2Fsentinel.txt",
+    "..%2f..%2foutside",
+    "%2fetc%2fpasswd",
+    "%5c..%5coutside",
+    ".%2e/outside/sentinel.txt",
+    "%00",
+    "inside.txt%00.png",
+    "%2e%2e",
+    "sub%2f..%2f..%2fx",
+    "%2E%2E/%2E%2E/etc/passwd",
+    "%2e%2e%5coutside",
+    "%2egit/config",
+    "outdir%2fsentinel.txt",
+]
 
 
 @pytest.mark.parametrize("raw", RAW_QUERIES)
@@ -608,10 +641,20 @@ def test_pre_encoded_query_strings_are_decoded_once_then_refused(setup: Setup, r
 
 def test_a_refusal_says_what_was_wrong(setup: Setup) -> None:
     hostile_tree(setup)
-    for path, says in (("/etc/passwd", "absolute"), ("../x", "'..'"), ("a\x00b", "NUL"),
-                       ("a\\b", "backslash"), (".git/config", ".git"), ("git_link/config", ".git"),
-                       ("etc_link/passwd", "outside"), ("fifo", "FIFO"), ("loop", "loop"), ("", "empty"),
-                       ("%2e%2e/x", "decoded once"), ("...", "only of dots")):  # fmt: skip
+    for path, says in (
+        ("/etc/passwd", "absolute"),
+        ("../x", "'..'"),
+        ("a\x00b", "NUL"),
+        ("a\\b", "backslash"),
+        (".git/config", ".git"),
+        ("git_link/config", ".git"),
+        ("etc_link/passwd", "outside"),
+        ("fifo", "FIFO"),
+        ("loop", "loop"),
+        ("", "empty"),
+        ("%2e%2e/x", "decoded once"),
+        ("...", "only of dots"),
+    ):
         assert_error(setup.read(path), 403, "path_refused", says)
 
 
@@ -638,8 +681,16 @@ def test_an_exclusive_reservation_refuses_everyone_else_with_423(setup: Setup) -
     response = setup.reserve(holder, "src/**", ttl_seconds=600)
     assert response.status_code == 201, response.text
     (held,) = response.json()["reservations"]
-    assert held == {"id": held["id"], "worker_id": holder, "role": "backend", "glob": "src/**",
-                    "exclusive": True, "task_id": None, "created_at": T0, "expires_at": T0 + 600}  # fmt: skip
+    assert held == {
+        "id": held["id"],
+        "worker_id": holder,
+        "role": "backend",
+        "glob": "src/**",
+        "exclusive": True,
+        "task_id": None,
+        "created_at": T0,
+        "expires_at": T0 + 600,
+    }
     changes: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [
         ("PUT", {"path": "src/app.py", "worker_id": other}, None),
         ("PUT", {"path": "src/new.py"}, None),
@@ -654,8 +705,9 @@ def test_an_exclusive_reservation_refuses_everyone_else_with_423(setup: Setup) -
     with nothing_changes(setup):
         for kind, query, body in changes:
             if kind == "PUT":
-                response = setup.client.put("/v1/files/content", params=query, content=b"x",
-                                            headers=setup.agent(**{"If-Match": "*"}))  # fmt: skip
+                response = setup.client.put(
+                    "/v1/files/content", params=query, content=b"x", headers=setup.agent(**{"If-Match": "*"})
+                )
             else:
                 response = setup.post(kind.split()[1], body or {})
             message = assert_error(response, 423, "reserved", f"worker {holder} (backend)")
@@ -690,12 +742,18 @@ def test_shared_reservations_block_nobody_but_are_listed(setup: Setup) -> None:
     assert setup.reserve(second, "src/app.py", exclusive=False).status_code == 201
     assert setup.reserve(second, "src/app.py").status_code == 201, "shared does not stop an exclusive one"
     assert setup.put("src/app.py", b"2", **{"If-Match": "*"}).status_code == 423  # second's exclusive
-    response = setup.client.put("/v1/files/content", params={"path": "src/other.py", "worker_id": second},
-                                content=b"x", headers=setup.agent())  # fmt: skip
+    response = setup.client.put(
+        "/v1/files/content",
+        params={"path": "src/other.py", "worker_id": second},
+        content=b"x",
+        headers=setup.agent(),
+    )
     assert response.status_code == 201
     listed = setup.client.get("/v1/reservations", headers=bearer(setup.keys.viewer)).json()["reservations"]
     assert [(r["worker_id"], r["glob"], r["exclusive"]) for r in listed] == [
-        (first, "src/**", False), (second, "src/app.py", True)]  # fmt: skip
+        (first, "src/**", False),
+        (second, "src/app.py", True),
+    ]
     mine = setup.client.get(
         "/v1/reservations", params={"worker_id": first}, headers=bearer(setup.keys.viewer)
     )
@@ -754,8 +812,13 @@ def test_renew_and_release_by_the_holder_only(setup: Setup) -> None:
         for action in ("renew", "release"):
             response = setup.client.post(f"{base}/{action}", json={"worker_id": other}, headers=setup.agent())
             assert_error(response, 409, "conflict", f"held by worker {holder}")
-        assert_error(setup.client.post("/v1/reservations/424242/release", json={"worker_id": holder},
-                                       headers=setup.agent()), 404, "not_found")  # fmt: skip
+        assert_error(
+            setup.client.post(
+                "/v1/reservations/424242/release", json={"worker_id": holder}, headers=setup.agent()
+            ),
+            404,
+            "not_found",
+        )
     released = setup.client.post(f"{base}/release", json={"worker_id": holder}, headers=setup.agent())
     assert released.status_code == 200 and released.json()["id"] == held["id"]
     assert setup.put("a.txt", b"b", **{"If-Match": "*"}).status_code == 200

@@ -9,7 +9,6 @@ what the document declares. Bounded and reproducible: 100 random examples per op
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -30,11 +29,9 @@ from starlette.testclient import TestClient
 
 from scaffold import __version__
 from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.app import create_app
 from scaffold.hub.http import openapi
 from scaffold.hub.schemas import COMPONENTS
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
+from tests.conftest import built_hub
 
 # A fixed key keeps the run reproducible; its name is one the generator will not produce, so a
 # fuzzed POST /v1/keys/revoke cannot revoke it halfway through.
@@ -56,24 +53,23 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def hub_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Starlette]:
-    store = SQLiteStore(tmp_path_factory.mktemp("fuzz") / "hub.sqlite3")
-    # A claim's `wait` may be up to 3600 s by the schema; the hub caps it at max_wait_seconds,
-    # so a fuzzed long poll costs at most 50 ms (and still runs the waiting code).
-    settings_ = HubSettings(
-        keys=((KEY_NAME, "admin", hashlib.sha256(KEY.encode()).hexdigest()),),
+    with built_hub(
+        tmp_path_factory.mktemp("fuzz"),
+        roles=(),
+        more_keys=[(KEY_NAME, "admin", KEY)],
+        # A claim's `wait` may be up to 3600 s by the schema; the hub caps it at max_wait_seconds,
+        # so a fuzzed long poll costs at most 50 ms (and still runs the waiting code).
         max_wait_seconds=0.05,
         max_body_bytes=256 * 1024,
         # Without bubblewrap every command would be refused with 503, a server error by the
         # fuzzer's rules; switched off, /v1/exec still validates each request (403 after that).
         exec_enabled=shutil.which("bwrap") is not None,
-    )
-    app = create_app(store, settings_)
-    _seed(TestClient(app))  # no `with`: schemathesis runs the lifespan, which runs once per hub
-    try:
-        yield app
-    finally:
-        asgi.shutdown_lifespans()  # schemathesis started the app's lifespan (its lease reaper)
-        store.close()
+    ) as made:
+        _seed(TestClient(made.app))  # no `with`: schemathesis runs the lifespan, which runs once per hub
+        try:
+            yield made.app
+        finally:
+            asgi.shutdown_lifespans()  # schemathesis started the app's lifespan (its lease reaper)
 
 
 def _seed(client: TestClient) -> None:

@@ -18,19 +18,16 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.app import Hub, create_app
-from scaffold.hub.auth import new_key
+from scaffold.hub.container import Services
 from scaffold.hub.gitwork import HUB_EMAIL, HUB_NAME, INITIAL_MESSAGE, MAX_SUMMARY, commit_message
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.types import Task, Worker
-from tests.conftest import git
+from tests.conftest import built_hub, git
 
 
 @dataclass
 class Running:
     client: TestClient
-    hub: Hub
+    hub: Services
     workspace: Path
     key: str
 
@@ -60,16 +57,9 @@ class Running:
 
 @contextlib.contextmanager
 def running(tmp_path: Path, workspace: Path | None = None) -> Iterator[Running]:
-    key, digest = new_key()
     workspace = workspace or tmp_path / "srv" / "workspace"
-    store = SQLiteStore(tmp_path / "hub.sqlite3")
-    settings = HubSettings(keys=(("agent", "agent", digest),), workspace=workspace)
-    app = create_app(store, settings)
-    try:
-        with TestClient(app) as client:
-            yield Running(client, app.state.hub, workspace, key)
-    finally:
-        store.close()
+    with built_hub(tmp_path, roles=("agent",), workspace=workspace) as made, TestClient(made.app) as client:
+        yield Running(client, made.services, made.workspace, made.keys.agent)
 
 
 @pytest.fixture
@@ -218,10 +208,26 @@ def test_hooks_planted_in_the_repository_do_not_run(hub: Running) -> None:
 
 
 def test_the_message_is_one_subject_line_and_keeps_the_result(tmp_path: Path) -> None:
-    task = Task(id=9, title="Fix\nthe   bug", instructions="", priority=0, state="done", depends_on=(),
-                required_capabilities=(), attempts=0, max_attempts=3, worker_id=4, lease_token=None,
-                lease_expires_at=None, result="x" * (MAX_SUMMARY + 10) + "\x00", error=None,
-                created_at=0, updated_at=0, claimed_at=0, finished_at=0)  # fmt: skip
+    task = Task(
+        id=9,
+        title="Fix\nthe   bug",
+        instructions="",
+        priority=0,
+        state="done",
+        depends_on=(),
+        required_capabilities=(),
+        attempts=0,
+        max_attempts=3,
+        worker_id=4,
+        lease_token=None,
+        lease_expires_at=None,
+        result="x" * (MAX_SUMMARY + 10) + "\x00",
+        error=None,
+        created_at=0,
+        updated_at=0,
+        claimed_at=0,
+        finished_at=0,
+    )
     worker = Worker(4, "s", "docs", (), 0, 0, 0, None)
     message = commit_message(task, worker)
     assert message.startswith("task 9: Fix the bug\n\n" + "x" * MAX_SUMMARY + "\n\n[result truncated]\n\n")

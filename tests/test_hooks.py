@@ -63,14 +63,24 @@ def run_hook(
     **env: str,
 ) -> Hooked:
     """Run one hook to completion; the key must never show in what it prints."""
-    environment = {"PATH": os.environ.get("PATH", ""), "VPS_API_URL": url, "VPS_API_KEY": key,
-                   "VPS_HOOK_STATE_DIR": str(state_dir), **env}  # fmt: skip
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "VPS_API_URL": url,
+        "VPS_API_KEY": key,
+        "VPS_HOOK_STATE_DIR": str(state_dir),
+        **env,
+    }
     began = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-S", "-E", "-s", str(HOOKS / name), *args],
-        input=json.dumps(event), capture_output=True, text=True, env=environment, cwd=state_dir.parent,
-        timeout=RUN_TIMEOUT, check=False,
-    )  # fmt: skip
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=state_dir.parent,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
     seconds = time.monotonic() - began
     assert key not in done.stdout + done.stderr
     answer = json.loads(done.stdout) if done.stdout.strip() else None
@@ -78,8 +88,13 @@ def run_hook(
 
 
 def stop_event(session: str, active: bool = False) -> dict[str, Any]:
-    return {"session_id": session, "hook_event_name": "Stop", "stop_hook_active": active,
-            "transcript_path": "/nonexistent", "last_assistant_message": "Done."}  # fmt: skip
+    return {
+        "session_id": session,
+        "hook_event_name": "Stop",
+        "stop_hook_active": active,
+        "transcript_path": "/nonexistent",
+        "last_assistant_message": "Done.",
+    }
 
 
 def new_session() -> str:
@@ -98,8 +113,12 @@ def new_worker(hub: HubProcess) -> tuple[str, int, str]:
 
 
 def create(hub: HubProcess, title: str, capability: str, **fields: Any) -> dict[str, Any]:
-    task = {"title": title, "instructions": f"## Objective\n{title}, exactly.", **fields,
-            "required_capabilities": [capability]}  # fmt: skip
+    task = {
+        "title": title,
+        "instructions": f"## Objective\n{title}, exactly.",
+        **fields,
+        "required_capabilities": [capability],
+    }
     with hub.client(AGENT) as rest:
         answer = rest.post("/v1/tasks", json=task)
         assert answer.status_code == 201, answer.text
@@ -143,15 +162,22 @@ def test_a_worker_holding_a_task_is_sent_back_until_it_completes(hub: HubProcess
     session, worker_id, role = new_worker(hub)
     create(hub, "hold me", role)
     held = claim(hub, worker_id)
-    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
-                   args=("--wait", "0"))  # fmt: skip
+    ran = run_hook(
+        "worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir, args=("--wait", "0")
+    )
     assert ran.answer is not None and ran.answer["decision"] == "block"
     assert f"task {held['id']}" in ran.answer["reason"] and held["lease_token"] in ran.answer["reason"]
     assert task(hub, held["id"])["state"] == "claimed"  # nothing changed on the hub
 
     finish(hub, held)
-    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
-                   state_dir=state_dir, args=("--wait", "0"), VPS_WORKER_IDLE_MINUTES="0.0001")  # fmt: skip
+    ran = run_hook(
+        "worker-stop-check.py",
+        stop_event(session, active=True),
+        url=hub.url,
+        state_dir=state_dir,
+        args=("--wait", "0"),
+        VPS_WORKER_IDLE_MINUTES="0.0001",
+    )
     assert ran.answer is not None and "decision" not in ran.answer, ran.answer
     assert "stopped" in ran.answer["systemMessage"]
     assert worker(hub, worker_id)["status"] == "stopped"
@@ -163,29 +189,23 @@ def test_the_block_cap_lets_a_stuck_worker_stop_and_a_tool_call_resets_the_count
     session, worker_id, role = new_worker(hub)
     create(hub, "never finished", role)
     held = claim(hub, worker_id)
-    cap: dict[str, Any] = {"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "2"}
+    cap: dict[str, Any] = {"url": hub.url, "state_dir": state_dir, "CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "2"}
     for _ in range(2):
-        ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
-                       state_dir=state_dir, **cap)  # fmt: skip
+        ran = run_hook("worker-stop-check.py", stop_event(session, active=True), **cap)
         assert ran.answer is not None and ran.answer.get("decision") == "block"
-    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
-                   **cap)  # fmt: skip
+    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), **cap)
     assert ran.answer is not None and "decision" not in ran.answer
     assert f"holds task {held['id']}" in ran.answer["systemMessage"]
     assert task(hub, held["id"])["state"] == "claimed"  # its lease decides, as for any worker
-    fresh = run_hook("worker-stop-check.py", stop_event(session, active=False), url=hub.url,
-                     state_dir=state_dir, **cap)  # fmt: skip
+    fresh = run_hook("worker-stop-check.py", stop_event(session, active=False), **cap)
     assert fresh.answer is not None and fresh.answer.get("decision") == "block"  # a new prompt: count anew
-    run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
-             **cap)  # fmt: skip
-    capped = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url,
-                      state_dir=state_dir, **cap)  # fmt: skip
+    run_hook("worker-stop-check.py", stop_event(session, active=True), **cap)
+    capped = run_hook("worker-stop-check.py", stop_event(session, active=True), **cap)
     assert capped.answer is not None and "decision" not in capped.answer
 
     tool_event = {"session_id": session, "hook_event_name": "PostToolUse", "tool_name": "Bash"}
     assert run_hook("heartbeat.py", tool_event, url=hub.url, state_dir=state_dir).code == 0
-    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), url=hub.url, state_dir=state_dir,
-                   **cap)  # fmt: skip
+    ran = run_hook("worker-stop-check.py", stop_event(session, active=True), **cap)
     assert ran.answer is not None and ran.answer.get("decision") == "block"
     finish(hub, held)
 
@@ -212,8 +232,13 @@ def test_an_idle_worker_waits_inside_the_hook_for_a_new_task(hub: HubProcess, st
     later = threading.Timer(1.0, lambda: made.append(create(hub, "write the guide", role)))
     later.start()
     try:
-        ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
-                       args=("--wait", "20"))  # fmt: skip
+        ran = run_hook(
+            "worker-stop-check.py",
+            stop_event(session),
+            url=hub.url,
+            state_dir=state_dir,
+            args=("--wait", "20"),
+        )
     finally:
         later.join()
     assert ran.answer is not None and ran.answer["decision"] == "block"
@@ -226,8 +251,9 @@ def test_an_idle_worker_that_waited_its_round_is_told_to_end_its_turn_again(
     hub: HubProcess, state_dir: Path
 ) -> None:
     session, worker_id, _ = new_worker(hub)
-    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
-                   args=("--wait", "1"))  # fmt: skip
+    ran = run_hook(
+        "worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir, args=("--wait", "1")
+    )
     assert ran.answer is not None and ran.answer["decision"] == "block"
     assert "No task for you yet" in ran.answer["reason"]
     assert 1.0 <= ran.seconds < 10.0
@@ -236,8 +262,13 @@ def test_an_idle_worker_that_waited_its_round_is_told_to_end_its_turn_again(
 
 def test_an_idle_worker_past_its_idle_timeout_is_stopped(hub: HubProcess, state_dir: Path) -> None:
     session, worker_id, _ = new_worker(hub)
-    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
-                   VPS_WORKER_IDLE_MINUTES="0.02")  # 1.2 s  # fmt: skip
+    ran = run_hook(
+        "worker-stop-check.py",
+        stop_event(session),
+        url=hub.url,
+        state_dir=state_dir,
+        VPS_WORKER_IDLE_MINUTES="0.02",
+    )  # 1.2 s
     assert ran.answer is not None and "decision" not in ran.answer
     assert f"worker {worker_id}" in ran.answer["systemMessage"]
     assert 1.0 <= ran.seconds < 10.0
@@ -252,8 +283,14 @@ def test_the_idle_timeout_is_the_hubs_unless_the_session_overrides_it(
     config = write_config(tmp_path, keys=[("agent", "agent", AGENT)], queue={"idle_timeout_minutes": 0.02})
     with running_hub(config) as own_hub:
         session, worker_id, _ = new_worker(own_hub)
-        longer = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url, state_dir=state_dir,
-                          args=("--wait", "2"), VPS_WORKER_IDLE_MINUTES="10")  # fmt: skip
+        longer = run_hook(
+            "worker-stop-check.py",
+            stop_event(session),
+            url=own_hub.url,
+            state_dir=state_dir,
+            args=("--wait", "2"),
+            VPS_WORKER_IDLE_MINUTES="10",
+        )
         assert longer.answer is not None and longer.answer["decision"] == "block"  # 10 min: not yet
         ran = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url, state_dir=state_dir)
         assert ran.answer is not None and "decision" not in ran.answer, ran.answer  # 1.2 s: the hub's
@@ -266,8 +303,13 @@ def test_no_hub_or_a_wrong_key_lets_the_session_stop_and_says_why(hub: HubProces
     ran = run_hook("worker-stop-check.py", stop_event(session), url=down, state_dir=state_dir)
     assert ran.code == 0 and ran.answer is not None and "decision" not in ran.answer
     assert "cannot reach the hub" in ran.answer["systemMessage"]
-    ran = run_hook("worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir,
-                   key="wrong-key-for-hooks")  # fmt: skip
+    ran = run_hook(
+        "worker-stop-check.py",
+        stop_event(session),
+        url=hub.url,
+        state_dir=state_dir,
+        key="wrong-key-for-hooks",
+    )
     assert ran.answer is not None and "decision" not in ran.answer
     assert "401" in ran.answer["systemMessage"] and "VPS_API_KEY" in ran.answer["systemMessage"]
     ran = run_hook("worker-stop-check.py", stop_event(session), url="", state_dir=state_dir)
@@ -281,8 +323,13 @@ def test_the_hub_going_away_during_the_wait_lets_the_worker_stop(tmp_path: Path,
         stopper = threading.Timer(1.0, own_hub.stop)
         stopper.start()
         try:
-            ran = run_hook("worker-stop-check.py", stop_event(session), url=own_hub.url,
-                           state_dir=state_dir, args=("--wait", "30"))  # fmt: skip
+            ran = run_hook(
+                "worker-stop-check.py",
+                stop_event(session),
+                url=own_hub.url,
+                state_dir=state_dir,
+                args=("--wait", "30"),
+            )
         finally:
             stopper.join()
     assert ran.answer is not None and "decision" not in ran.answer, ran.answer
@@ -402,10 +449,21 @@ def test_a_worker_session_gets_one_watcher_that_beats_while_its_claude_lives(
         # its first beat may come before `touched` was read, so allow one interval (15 s) more
         wait_until(lambda: worker(hub, worker_id)["last_seen"] > touched, 20, "a beat of the watcher")
         for _ in range(2):  # more hooks of the same session start no second watcher
-            run_hook("heartbeat.py", event, url=hub.url, state_dir=state_dir, CLAUDE_PID=str(claude.pid),
-                     VPS_HEARTBEAT_SECONDS="0")  # fmt: skip
-            run_hook("session-start.py", {**event, "hook_event_name": "SessionStart"}, url=hub.url,
-                     state_dir=state_dir, CLAUDE_PID=str(claude.pid))  # fmt: skip
+            run_hook(
+                "heartbeat.py",
+                event,
+                url=hub.url,
+                state_dir=state_dir,
+                CLAUDE_PID=str(claude.pid),
+                VPS_HEARTBEAT_SECONDS="0",
+            )
+            run_hook(
+                "session-start.py",
+                {**event, "hook_event_name": "SessionStart"},
+                url=hub.url,
+                state_dir=state_dir,
+                CLAUDE_PID=str(claude.pid),
+            )
         time.sleep(0.5)
         assert len(watchers_of(session)) == 1
     finally:

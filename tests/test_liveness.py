@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub.settings import LIVENESS_BEAT_SECONDS, ConfigError, HubSettings, load_settings
+from scaffold.errors import ConfigError
+from scaffold.hub.settings import LIVENESS_BEAT_SECONDS, HubSettings, load_settings
 from scaffold.hub.store.sqlite import SQLiteStore
 from scaffold.hub.tasks import Queue, QueueSettings
 from scaffold.hub.workers import Workers
-from tests.conftest import REPO
+from tests.conftest import REPO, FakeClock
 from tests.hubproc import free_port, scaffold, write_config
 from tests.test_hub_cli import one_error_line
-from tests.test_queue import FakeClock
 
 LOST = 40.0
 
@@ -73,17 +73,27 @@ def test_a_worker_is_lost_after_the_bound_but_never_while_its_claim_waits(tmp_pa
 
 
 RULES = {
-    "lease": ("[queue]\nlease_seconds = 25\n",
-              "queue.lease_seconds = 25 is shorter than the hooks can renew"),
-    "lease vs heartbeat": ("[queue]\nlease_seconds = 100\nheartbeat_seconds = 60\n",
-                           "a lease needs at least 120 s"),
-    "reaper": ("[queue]\nlease_seconds = 60\nreap_interval_seconds = 60\n",
-               "queue.reap_interval_seconds = 60 must be shorter than queue.lease_seconds = 60"),
-    "lost": ("[queue]\nworker_lost_seconds = 20\n",
-             "queue.worker_lost_seconds = 20 would call live workers lost"),
-    "file vs body": ("[server]\nmax_body_bytes = 1000\n[workspace]\nmax_file_bytes = 2000\n",
-                     "workspace.max_file_bytes = 2000 is above server.max_body_bytes = 1000"),
-}  # fmt: skip
+    "lease": (
+        "[queue]\nlease_seconds = 25\n",
+        "queue.lease_seconds = 25 is shorter than the hooks can renew",
+    ),
+    "lease vs heartbeat": (
+        "[queue]\nlease_seconds = 100\nheartbeat_seconds = 60\n",
+        "a lease needs at least 120 s",
+    ),
+    "reaper": (
+        "[queue]\nlease_seconds = 60\nreap_interval_seconds = 60\n",
+        "queue.reap_interval_seconds = 60 must be shorter than queue.lease_seconds = 60",
+    ),
+    "lost": (
+        "[queue]\nworker_lost_seconds = 20\n",
+        "queue.worker_lost_seconds = 20 would call live workers lost",
+    ),
+    "file vs body": (
+        "[server]\nmax_body_bytes = 1000\n[workspace]\nmax_file_bytes = 2000\n",
+        "workspace.max_file_bytes = 2000 is above server.max_body_bytes = 1000",
+    ),
+}
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -22,24 +22,31 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
-from scaffold.hub.app import create_app
-from scaffold.hub.auth import digest, new_key
 from scaffold.hub.mcp import TOOLS
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.types import ROLES, Role
-from tests.conftest import render
+from scaffold.hub.types import Role
+from tests.conftest import built_hub, render
 from tests.fakemodel import Call, End, FakeModel, Policy, Step, Turn, search
-from tests.test_api import serving
+from tests.test_api import bearer, serving
 
 TIMEOUT = 10.0  # seconds: the bound of every HTTP call and of each scenario
 BUDGET_TOKENS = 6000  # the whole tools/list, measured as characters / 4
 
 CORE_TOOLS = {
-    "get_plan", "set_plan", "create_tasks", "list_tasks", "get_task", "claim_task", "heartbeat_task",
-    "complete_task", "fail_task", "release_task", "cancel_task", "get_status", "send_message",
+    "get_plan",
+    "set_plan",
+    "create_tasks",
+    "list_tasks",
+    "get_task",
+    "claim_task",
+    "heartbeat_task",
+    "complete_task",
+    "fail_task",
+    "release_task",
+    "cancel_task",
+    "get_status",
+    "send_message",
     "read_messages",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -54,23 +61,12 @@ class Hub:
         return httpx2.Client(base_url=self.url, headers=bearer(key), timeout=TIMEOUT)
 
 
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
 @contextlib.contextmanager
 def hub_serving(directory: Path, *extra_keys: tuple[Role, str]) -> Iterator[Hub]:
-    """create_app on a SQLite store, served by uvicorn on 127.0.0.1; extra keys are (role, key)."""
-    made = {role: new_key() for role in ROLES}
-    keys = [(f"{role}-key", role, made[role][1]) for role in ROLES]
-    keys += [(f"extra-{n}", role, digest(key)) for n, (role, key) in enumerate(extra_keys)]
-    store = SQLiteStore(directory / "hub.sqlite3")
-    settings = HubSettings(keys=tuple(keys), workspace=directory / "workspace", exec_timeout_seconds=TIMEOUT)
-    try:
-        with serving(create_app(store, settings)) as url:
-            yield Hub(url, directory / "workspace", made["viewer"][0], made["agent"][0], made["admin"][0])
-    finally:
-        store.close()
+    """The hub's app served by uvicorn on 127.0.0.1; extra keys are (role, key)."""
+    more = [(f"extra-{n}", role, key) for n, (role, key) in enumerate(extra_keys)]
+    with built_hub(directory, more_keys=more, exec_timeout_seconds=TIMEOUT) as made, serving(made.app) as url:
+        yield Hub(url, made.workspace, made.keys.viewer, made.keys.agent, made.keys.admin)
 
 
 @pytest.fixture
@@ -157,15 +153,23 @@ def test_the_tool_list_fits_the_token_budget(hub: Hub) -> None:
 # -- keys and roles ------------------------------------------------------------------------
 
 INITIALIZE = {
-    "jsonrpc": "2.0", "id": 1, "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-               "clientInfo": {"name": "test", "version": "0"}},
-}  # fmt: skip
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-@pytest.mark.parametrize("headers", [{}, bearer("not-a-key-of-this-hub"), {"X-API-Key": "nope"}],
-                         ids=["no key", "wrong bearer", "wrong x-api-key"])  # fmt: skip
+@pytest.mark.parametrize(
+    "headers",
+    [{}, bearer("not-a-key-of-this-hub"), {"X-API-Key": "nope"}],
+    ids=["no key", "wrong bearer", "wrong x-api-key"],
+)
 def test_refuses_a_missing_or_wrong_key_with_401(hub: Hub, headers: dict[str, str]) -> None:
     with httpx2.Client(base_url=hub.url, timeout=TIMEOUT) as http:
         response = http.post("/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **headers})
@@ -278,10 +282,9 @@ def test_the_task_life_through_mcp_is_what_rest_shows(hub: Hub) -> None:
     assert first == seen["first"]
     assert (first["state"], first["result"], first["worker_id"]) == ("done", "ok", worker)
     assert second["state"] == "ready"
-    assert status["progress"] == seen["status"]["progress"] == {
-        "total": 2, "done": 1, "percent": 50.0,
-        "counts": {"blocked": 0, "ready": 1, "claimed": 0, "done": 1, "dead": 0, "cancelled": 0},
-    }  # fmt: skip
+    counts = {"blocked": 0, "ready": 1, "claimed": 0, "done": 1, "dead": 0, "cancelled": 0}
+    expected = {"total": 2, "done": 1, "percent": 50.0, "counts": counts}
+    assert status["progress"] == seen["status"]["progress"] == expected
     # The backend worker is live but lacks the tag: the coordinator sees it through either adapter.
     assert (
         status["unclaimable"]
@@ -298,8 +301,13 @@ def test_a_task_claimed_over_rest_is_failed_and_released_over_mcp(hub: Hub) -> N
 
     async def scenario() -> None:
         async with connected(hub.url, hub.agent) as client:
-            failed = await call(client, "fail_task", task_id=claim["id"], lease_token=claim["lease_token"],
-                                error="the build is broken")  # fmt: skip
+            failed = await call(
+                client,
+                "fail_task",
+                task_id=claim["id"],
+                lease_token=claim["lease_token"],
+                error="the build is broken",
+            )
             assert (failed["state"], failed["attempts"], failed["error"]) == (
                 "ready",
                 1,
@@ -324,8 +332,9 @@ def test_an_idempotency_key_spans_both_adapters(hub: Hub) -> None:
         async with connected(hub.url, hub.agent) as client:
             again = await call(client, "create_tasks", tasks=tasks, idempotency_key="k")
             assert again == {"tasks": response.json()["tasks"], "created": False}
-            other = await refused(client, "create_tasks", tasks=[{"title": "x", "instructions": "y"}],
-                                  idempotency_key="k")  # fmt: skip
+            other = await refused(
+                client, "create_tasks", tasks=[{"title": "x", "instructions": "y"}], idempotency_key="k"
+            )
             assert other["code"] == "conflict"
 
     run(scenario)
@@ -399,8 +408,9 @@ def test_files_through_mcp_are_the_files_rest_serves(hub: Hub) -> None:
                 "etag": created["etag"],
                 "size": 12,
             }
-            replaced = await call(client, "write_file", path="src/app.py", content="print('héllo')\n",
-                                  etag=read["etag"])  # fmt: skip
+            replaced = await call(
+                client, "write_file", path="src/app.py", content="print('héllo')\n", etag=read["etag"]
+            )
             assert replaced["created"] is False and replaced["size"] == len("print('héllo')\n".encode())
             stale = await refused(client, "write_file", path="src/app.py", content="x", etag=read["etag"])
             assert stale["code"] == "stale_file"
@@ -516,8 +526,13 @@ def trusting_home(tmp_path: Path, project: Path) -> Path:
 def claude_mcp_list(claude_bin: Path, project: Path, home: Path, url: str, key: str) -> str:
     result = subprocess.run(
         [str(claude_bin), "mcp", "list"],
-        cwd=project, env=claude_env(home, url, key), capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        cwd=project,
+        env=claude_env(home, url, key),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     return result.stdout + result.stderr
 
 
@@ -567,8 +582,13 @@ def test_claude_code_calls_a_vps_tool(claude_bin: Path, tmp_path: Path) -> None:
         env = claude_env(home, serving_hub.url, project.key, ANTHROPIC_BASE_URL=api)
         result = subprocess.run(
             [str(claude_bin), "-p", "Queue the task.", "--output-format", "json"],
-            cwd=project.dest, env=env, capture_output=True, text=True, check=False, timeout=180,
-        )  # fmt: skip
+            cwd=project.dest,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
         with serving_hub.rest(serving_hub.viewer) as rest:
             tasks = rest.get("/v1/tasks").json()["tasks"]
     assert result.returncode == 0, result.stdout + result.stderr

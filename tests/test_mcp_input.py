@@ -24,13 +24,18 @@ from scaffold.hub.mcp import TOOLS, Tool
 from tests.hubproc import HubProcess, running_hub, write_config
 
 KEY = "mcp-input-admin-key-0123456789abcdef"
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-           "Authorization": f"Bearer {KEY}"}  # fmt: skip
+HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "Authorization": f"Bearer {KEY}",
+}
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 FUZZ = settings(
-    derandomize=True, database=None, deadline=None,
+    derandomize=True,
+    database=None,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +88,7 @@ def request(method: Any, params: Any = None, request_id: Any = 1) -> bytes:
 
 
 # (name, body, headers or None, HTTP status, JSON-RPC code, what the message says)
+# One case a row: the table reads better unformatted.
 MALFORMED: list[tuple[str, bytes, dict[str, str] | None, int, int, str]] = [
     ("not JSON", b'{"jsonrpc": ', None, 400, PARSE_ERROR, "not valid JSON"),
     ("empty body", b"", None, 400, PARSE_ERROR, "not valid JSON"),
@@ -130,12 +136,20 @@ MALFORMED: list[tuple[str, bytes, dict[str, str] | None, int, int, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "code", "says"), [case[1:] for case in MALFORMED],
-                         ids=[case[0] for case in MALFORMED])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code", "says"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
 def test_a_malformed_message_gets_a_jsonrpc_error_that_says_what_is_wrong(
-    hub: HubProcess, http: httpx2.Client, body: bytes, headers: dict[str, str] | None, status: int, code: int,
+    hub: HubProcess,
+    http: httpx2.Client,
+    body: bytes,
+    headers: dict[str, str] | None,
+    status: int,
+    code: int,
     says: str,
-) -> None:  # fmt: skip
+) -> None:
     response = post(http, body, headers)
     assert response.status_code == status, response.text[:300]
     error = jsonrpc_error(response)
@@ -157,10 +171,15 @@ def test_what_is_well_formed_is_served(hub: HubProcess, http: httpx2.Client) -> 
     """The control cases: huge and odd ids, notifications and responses are valid JSON-RPC."""
     for request_id in (10**30, -1, "x" * 10_000, ""):
         response = post(http, request("ping", request_id=request_id))
-        assert response.status_code == 200 and response.json() == {"jsonrpc": "2.0", "id": request_id,
-                                                                   "result": {}}  # fmt: skip
-    for message in ({"jsonrpc": "2.0", "method": "notifications/initialized"},
-                    {"jsonrpc": "2.0", "id": 7, "result": {}}):  # fmt: skip
+        assert response.status_code == 200 and response.json() == {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "result": {},
+        }
+    for message in (
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 7, "result": {}},
+    ):
         response = post(http, json.dumps(message).encode())
         assert response.status_code == 202 and response.content == b""
     assert_no_traceback(hub)
@@ -173,9 +192,18 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
-METHODS = ["initialize", "ping", "tools/list", "tools/call", "notifications/initialized",
-           "notifications/cancelled", "resources/list", "prompts/list", "logging/setLevel",
-           "completion/complete"]  # fmt: skip
+METHODS = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "resources/list",
+    "prompts/list",
+    "logging/setLevel",
+    "completion/complete",
+]
 PARAMS = ["name", "arguments", "_meta", "cursor", "protocolVersion"]
 MESSAGES = st.fixed_dictionaries(
     {},
@@ -188,8 +216,18 @@ MESSAGES = st.fixed_dictionaries(
         "error": JSON,
     },
 )
-MEDIA = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "", "*/*",
-                         "application/json-patch+json", "text/event-stream", "application/*"])  # fmt: skip
+MEDIA = st.sampled_from(
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "",
+        "*/*",
+        "application/json-patch+json",
+        "text/event-stream",
+        "application/*",
+    ]
+)
 
 
 def check(response: httpx2.Response, sent: Any) -> None:
@@ -212,8 +250,11 @@ def test_fuzzed_jsonrpc_messages(hub: HubProcess, http: httpx2.Client, message: 
 
 
 @settings(FUZZ, max_examples=150)
-@given(body=st.binary(max_size=200) | JSON.map(lambda value: json.dumps(value).encode()),
-       accept=MEDIA, content_type=MEDIA)  # fmt: skip
+@given(
+    body=st.binary(max_size=200) | JSON.map(lambda value: json.dumps(value).encode()),
+    accept=MEDIA,
+    content_type=MEDIA,
+)
 def test_fuzzed_bodies_and_headers(
     hub: HubProcess, http: httpx2.Client, body: bytes, accept: str, content_type: str
 ) -> None:
@@ -229,8 +270,12 @@ def test_fuzzed_bodies_and_headers(
 def test_fuzzed_tool_calls(hub: HubProcess, http: httpx2.Client, tool: Tool, data: st.DataObject) -> None:
     """Arguments from the tool's inputSchema (mostly valid), or any JSON at all."""
     arguments = data.draw(build(tool.schema, draft=20, formats={}) | JSON, label="arguments")
-    sent = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool.name, "arguments": arguments}}  # fmt: skip
+    sent = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": tool.name, "arguments": arguments},
+    }
     response = post(http, json.dumps(sent).encode())
     check(response, sent)
     assert response.status_code == 200 and response.json()["id"] == 1, response.text[:300]

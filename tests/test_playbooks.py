@@ -25,16 +25,22 @@ import pytest
 
 from scaffold.cli import _parser as scaffold_parser
 from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.app import create_app
 from scaffold.hub.mcp import TOOLS
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import HubSettings
-from scaffold.hub.store.sqlite import SQLiteStore
-from tests.conftest import ANSWER_SETS, render
-from tests.test_vps_client import load_vps
+from tests.conftest import ANSWER_SETS, built_hub, render
+from tests.test_vps_client import commands, load_vps
 
-TEXTS = ["CLAUDE.md", "README.md", ".claude/COORDINATOR_CLAUDE.md", ".claude/WORKER_CLAUDE.md",
-         ".claude/skills/*/SKILL.md", "docs/*.md", "vps/README.md", "templates/*.md"]  # fmt: skip
+TEXTS = [
+    "CLAUDE.md",
+    "README.md",
+    ".claude/COORDINATOR_CLAUDE.md",
+    ".claude/WORKER_CLAUDE.md",
+    ".claude/skills/*/SKILL.md",
+    "docs/*.md",
+    "vps/README.md",
+    "templates/*.md",
+]
 # Spans that look like a name of ours but are examples of the product code in the workspace.
 EXAMPLES = {"docs/api.md", "docs/specs/<topic>.md", "docs/"}
 CLAUDE_COMMANDS = {"/hooks", "/exit", "/mcp", "/resume", "/clear", "/compact"}
@@ -68,11 +74,8 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def served_paths(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every path the hub's app routes, as its routes declare them."""
-    store = SQLiteStore(tmp_path_factory.mktemp("hub") / "hub.sqlite3")
-    try:
-        return {route.path for route in create_app(store, HubSettings()).routes}  # type: ignore[attr-defined]
-    finally:
-        store.close()
+    with built_hub(tmp_path_factory.mktemp("hub"), roles=()) as made:
+        return {route.path for route in made.app.routes}  # type: ignore[attr-defined]
 
 
 def named(project: Path, kind: str) -> list[tuple[str, str]]:
@@ -150,10 +153,13 @@ def test_every_file_named_is_in_the_rendered_project(project: Path) -> None:
 
 
 def test_every_vps_command_named_parses(project: Path) -> None:
-    vps = load_vps()
-    parser = vps.build_parser()
-    found = [(where, "vps.py " + span) for where, span in spans(project)
-             if re.fullmatch(r"(plan|tasks|workers|messages|files) [a-z|]+( .*)?", span)]  # fmt: skip
+    parser = load_vps().build_parser()
+    every = set(commands(parser))
+    found = [
+        (where, "vps.py " + span)
+        for where, span in spans(project)
+        if re.fullmatch(r"(plan|tasks|workers|messages|files) [a-z|]+( .*)?", span)
+    ]
     found += named(project, "vps")
     assert len(found) > 10
     for where, span in found:
@@ -164,9 +170,9 @@ def test_every_vps_command_named_parses(project: Path) -> None:
         actions = tail.split(" ", 1)[0]
         if "|" in actions:  # `workers show|heartbeat|deregister`
             for action in actions.split("|"):
-                assert f"{group} {action}" in vps.COMMANDS, f"{where}: vps.py has no {group} {action}"
+                assert f"{group} {action}" in every, f"{where}: vps.py has no {group} {action}"
             continue
-        assert f"{group} {actions}".strip() in vps.COMMANDS or group in vps.COMMANDS, f"{where}: {span}"
+        assert f"{group} {actions}".strip() in every or group in every, f"{where}: {span}"
         if len(rest.split()) > 2:  # a whole command line, not just its name: it must parse
             args = shlex.split(re.sub(r"\bID\b|<[^>]*>|\bPATH\b|\bETAG\b", "7", rest.split(" < ")[0]))
             assert parses(parser, args), f"{where}: `{span}` does not parse"
@@ -222,8 +228,11 @@ def test_every_setting_and_field_named_exists(project: Path) -> None:
 
 
 def test_every_environment_variable_named_is_used(project: Path) -> None:
-    code = "".join(path.read_text(encoding="utf-8") for path in (project / ".claude").rglob("*")
-                   if path.is_file() and path.suffix in (".py", ".json"))  # fmt: skip
+    code = "".join(
+        path.read_text(encoding="utf-8")
+        for path in (project / ".claude").rglob("*")
+        if path.is_file() and path.suffix in (".py", ".json")
+    )
     for where, span in named(project, "env"):
         for variable in re.findall(r"VPS_[A-Z_]+", span):
             assert variable in code, f"{where}: {variable} is read by nothing in .claude/"
@@ -243,8 +252,12 @@ def test_every_skill_and_hook_named_exists(project: Path) -> None:
 
 def test_the_hooks_named_in_settings_exist(project: Path) -> None:
     settings = json.loads((project / ".claude/settings.json").read_text(encoding="utf-8"))
-    registered = [hook["command"] for groups in settings["hooks"].values() for group in groups
-                  for hook in group["hooks"]]  # fmt: skip
+    registered = [
+        hook["command"]
+        for groups in settings["hooks"].values()
+        for group in groups
+        for hook in group["hooks"]
+    ]
     assert len(registered) == 3
     for command in registered:
         script = re.search(r"\$CLAUDE_PROJECT_DIR/([^\"]+\.py)", command)

@@ -99,10 +99,13 @@ def test_computed_values_are_not_recorded(questions: Questionnaire) -> None:
         ("data_dir", "data_dir: computed from workspace_path, not a question; answer that instead"),
         ("stop_wait_seconds", "stop_wait_seconds: computed from idle_timeout_minutes, not a question;"),
         ("running_roles", "running_roles: computed from worker_count and worker_roles, not a question;"),
-        ("role_catalog", "role_catalog: fixed by the template, not a question (the roles and the capability "
-                         "tags of each; choose among them with worker_roles)"),
+        (
+            "role_catalog",
+            "role_catalog: fixed by the template, not a question (the roles and the capability "
+            "tags of each; choose among them with worker_roles)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_computed_name_is_refused_saying_what_it_comes_from(
     questions: Questionnaire, name: str, message: str
 ) -> None:

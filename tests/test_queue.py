@@ -10,26 +10,15 @@ from pathlib import Path
 import pytest
 
 from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.lifecycle import TRANSITIONS
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.tasks import TRANSITIONS, Queue, QueueSettings
+from scaffold.hub.tasks import Queue, QueueSettings
 from scaffold.hub.types import TASK_STATES, NewTask, Task, Worker
-from tests.store_contract import new
+from tests.conftest import FakeClock
+from tests.store_contract import new, stop_worker
 
 LEASE = 60.0
-
-
-class FakeClock:
-    """Time that passes only when a test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -228,7 +217,7 @@ def test_a_lease_without_heartbeats_expires(queue: Queue, clock: FakeClock) -> N
 def test_a_stopped_worker_cannot_claim(queue: Queue, clock: FakeClock) -> None:
     queue.create([new("a")], "coordinator")
     worker = queue.store.register_worker("s-1", "backend", [], clock())
-    queue.store.stop_worker(worker.id, clock())
+    stop_worker(queue.store, worker.id, clock())
     with pytest.raises(Conflict, match="stopped"):
         asyncio.run(queue.claim(worker.id, None, 0))
     assert queue.store.count_tasks()["ready"] == 1
@@ -386,7 +375,7 @@ def test_every_transition_in_the_table_happens(queue: Queue, clock: FakeClock) -
     observe()  # claimed -> ready (no attempt)
     take(queue, one)
     observe()
-    store.stop_worker(one.id, clock())
+    stop_worker(store, one.id, clock())
     observe()  # claimed -> ready (the worker stopped; no attempt)
     two = store.register_worker("s-2", "backend", [], clock())
     take(queue, two)
@@ -436,7 +425,7 @@ def test_a_worker_stopped_while_it_waits_takes_no_task(store: SQLiteStore) -> No
     async def scenario() -> None:
         waiting = asyncio.create_task(queue.claim(worker.id, None, 5))
         await asyncio.sleep(0.1)
-        store.stop_worker(worker.id, time.time())
+        stop_worker(store, worker.id, time.time())
         queue.create([new("after the stop")], "coordinator")
         with pytest.raises(Conflict, match="stopped"):
             await asyncio.wait_for(waiting, 3)

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.app import Hub, create_app
-from scaffold.hub.auth import new_key
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.auth import digest, new_key
+from scaffold.hub.container import Services
 from scaffold.hub.store.sqlite import SQLiteStore
+from tests.conftest import MakeHub, built_hub, new_keys
 
 WAIT = 10.0  # seconds: the bound of every wait in this file
 INSERT_ADMIN = """python3 -c '
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("bubblewrap")
 @dataclass
 class Running:
     client: TestClient
-    hub: Hub
+    hub: Services
     workspace: Path
     data_dir: Path
     config: Path
@@ -68,25 +68,22 @@ class Running:
 @contextlib.contextmanager
 def running(tmp_path: Path, data_dir: Path | None = None, **settings: Any) -> Iterator[Running]:
     """A hub laid out as a server's: data dir (database, initial-admin-key), hub.toml, workspace."""
-    workspace = tmp_path / "workspace"
     data_dir = data_dir or tmp_path / "hub-data"
     data_dir.mkdir(parents=True, mode=0o700)
     config = tmp_path / "etc" / "hub.toml"
     config.parent.mkdir()
     config.write_text('[storage]\ndata_dir = "../hub-data"\n', encoding="utf-8")
-    agent, agent_digest = new_key()
-    admin, admin_digest = new_key()
-    store = SQLiteStore.in_dir(data_dir)
-    store.add_key("admin", "admin", admin_digest, "generated", time.time())
-    (data_dir / "initial-admin-key").write_text(admin + "\n", encoding="utf-8")
-    app = create_app(store, HubSettings(keys=(("the-agent", "agent", agent_digest),), workspace=workspace,
-                                        data_dir=data_dir, exec_timeout_seconds=WAIT,
-                                        **settings))  # fmt: skip
-    try:
-        with TestClient(app) as client:
-            yield Running(client, app.state.hub, workspace, data_dir, config, agent, admin)
-    finally:
-        store.close()
+    keys = new_keys()  # the admin key is the one the hub generated when it first started
+    with contextlib.closing(SQLiteStore.in_dir(data_dir)) as store:
+        store.add_key("admin", "admin", digest(keys.admin), "generated", time.time())
+    (data_dir / "initial-admin-key").write_text(keys.admin + "\n", encoding="utf-8")
+    with (
+        built_hub(
+            tmp_path, keys, roles=("agent",), data_dir=data_dir, exec_timeout_seconds=WAIT, **settings
+        ) as made,
+        TestClient(made.app) as client,
+    ):
+        yield Running(client, made.services, made.workspace, data_dir, config, keys.agent, keys.admin)
 
 
 @pytest.fixture
@@ -115,7 +112,7 @@ def test_a_command_cannot_plant_an_admin_key_in_the_database(hub: Running) -> No
     assert failed(result)
     assert "unable to open database" in result["stderr"]
     assert hub.keys_status(planted) == 401
-    assert [key.name for key in hub.hub.store.list_keys()] == ["admin", "the-agent"]
+    assert [key.name for key in hub.hub.store.list_keys()] == ["admin", "agent-key"]
 
 
 def test_control_without_a_sandbox_both_escalations_work(tmp_path: Path) -> None:
@@ -281,8 +278,9 @@ def test_commands_beyond_max_concurrent_are_refused_with_429(tmp_path: Path) -> 
             deadline = time.monotonic() + WAIT
             while not hub.hub.executor.running and time.monotonic() < deadline:
                 time.sleep(0.01)
-            response = hub.client.post("/v1/exec", json={"argv": ["true"]},
-                                       headers={"Authorization": f"Bearer {hub.agent}"})  # fmt: skip
+            response = hub.client.post(
+                "/v1/exec", json={"argv": ["true"]}, headers={"Authorization": f"Bearer {hub.agent}"}
+            )
         finally:
             slow.join(WAIT)
         assert response.status_code == 429
@@ -322,8 +320,10 @@ def test_writes_reach_only_the_tree_and_a_private_tmp(hub: Running, tmp_path: Pa
 def test_network_is_a_setting(tmp_path: Path, network: bool) -> None:
     with socket.create_server(("127.0.0.1", 0)) as server, running(tmp_path, exec_network=network) as hub:
         port = server.getsockname()[1]
-        result = hub.run({"argv": ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', "
-                                                    f"{port}), timeout=3); print('connected')"]})  # fmt: skip
+        connect = (
+            f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); print('connected')"
+        )
+        result = hub.run({"argv": ["python3", "-c", connect]})
     if network:
         assert result["stdout"] == "connected\n", result["stderr"]
     else:
@@ -333,20 +333,18 @@ def test_network_is_a_setting(tmp_path: Path, network: bool) -> None:
 # -- no sandbox ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("bwrap", "says"), [("/nonexistent/bwrap", "is not installed"),
-                                             ("/bin/false", "does not work here")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("bwrap", "says"), [("/nonexistent/bwrap", "is not installed"), ("/bin/false", "does not work here")]
+)
 def test_without_a_working_sandbox_commands_are_refused_in_one_line(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, bwrap: str, says: str
+    tmp_path: Path, make_hub: MakeHub, caplog: pytest.LogCaptureFixture, bwrap: str, says: str
 ) -> None:
     marker = tmp_path / "ran"
-    with contextlib.closing(SQLiteStore(tmp_path / "hub.sqlite3")) as store:
-        agent, digest = new_key()
-        app = create_app(store, HubSettings(keys=(("a", "agent", digest),), workspace=tmp_path / "workspace",
-                                            data_dir=tmp_path))  # fmt: skip
-        app.state.hub.executor.sandbox.bwrap = bwrap
-        with caplog.at_level(logging.INFO, "scaffold.hub"), TestClient(app) as client:
-            response = client.post("/v1/exec", json={"shell": f"touch '{marker}'"},
-                                   headers={"Authorization": f"Bearer {agent}"})  # fmt: skip
+    made = make_hub(roles=("agent",), data_dir=tmp_path)
+    made.services.executor.sandbox.bwrap = bwrap
+    with caplog.at_level(logging.INFO, "scaffold.hub"), TestClient(made.app) as client:
+        agent = {"Authorization": f"Bearer {made.keys.agent}"}
+        response = client.post("/v1/exec", json={"shell": f"touch '{marker}'"}, headers=agent)
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["code"] == "sandbox_unavailable"

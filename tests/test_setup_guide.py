@@ -35,8 +35,13 @@ def run_as_written(claude_bin: Path, line: str, project: Path, env: dict[str, st
     assert words[0] == "claude", line
     result = subprocess.run(
         [str(claude_bin), *words[1:]],
-        cwd=project, env=env, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     return result.stdout + result.stderr
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from scaffold.hub.tasks import MAX_BATCH_DEPENDENCIES
+from scaffold.hub.limits import MAX_BATCH_DEPENDENCIES
 from tests.hubproc import HubProcess, running_hub, write_config
 
 ADMIN = "stall-admin-key-0123456789abcdef"
@@ -136,10 +136,16 @@ def test_a_catastrophic_pattern_runs_in_linear_time(hub: Hub) -> None:
 
 @pytest.mark.parametrize(
     ("pattern", "named"),
-    [(r"(a+)\1", "backreference \\1"), (r"(?P<x>a)(?P=x)", "named backreference"),
-     (r"(?=a)a", "lookahead"), (r"(?<!b)a", "negative lookbehind"),
-     (r"a*+", "possessive quantifier"), (r"(?>a+)", "atomic group"), (r"a\Z", "\\z")],
-)  # fmt: skip
+    [
+        (r"(a+)\1", "backreference \\1"),
+        (r"(?P<x>a)(?P=x)", "named backreference"),
+        (r"(?=a)a", "lookahead"),
+        (r"(?<!b)a", "negative lookbehind"),
+        (r"a*+", "possessive quantifier"),
+        (r"(?>a+)", "atomic group"),
+        (r"a\Z", "\\z"),
+    ],
+)
 def test_constructs_that_need_backtracking_are_refused_by_name(hub: Hub, pattern: str, named: str) -> None:
     with hub.proc.client(VIEWER) as client:
         refused = client.post("/v1/files/grep", json={"pattern": pattern, "path": "evil"})
@@ -158,9 +164,11 @@ def test_the_largest_dependency_batch_does_not_stall(hub: Hub) -> None:
         assert created.status_code == 201
         ids = [task["id"] for task in created.json()["tasks"]]
         per_task = MAX_BATCH_DEPENDENCIES // 1000
-        body = json.dumps({"tasks": [
+        tasks = [
             {"title": f"t{n}", "instructions": "x", "depends_on": ids[n % 100 : n % 100 + per_task]}
-            for n in range(1000)]})  # fmt: skip
+            for n in range(1000)
+        ]
+        body = json.dumps({"tasks": tasks})
 
         def batch() -> list[dict[str, Any]]:
             response = client.post("/v1/tasks", content=body, headers={"content-type": "application/json"})
@@ -168,8 +176,11 @@ def test_the_largest_dependency_batch_does_not_stall(hub: Hub) -> None:
             return list(response.json()["tasks"])
 
         answers, slowest = p99_while(hub, f"batch 1000 x {per_task}", batch)
-    assert all(len(task["depends_on"]) == per_task and task["state"] == "blocked"
-               for tasks in answers for task in tasks)  # fmt: skip
+    assert all(
+        len(task["depends_on"]) == per_task and task["state"] == "blocked"
+        for tasks in answers
+        for task in tasks
+    )
     assert slowest < 5.0
 
 
@@ -177,8 +188,8 @@ def test_a_batch_over_the_dependency_limit_is_refused_without_a_stall(hub: Hub) 
     with hub.proc.client(ADMIN, timeout=120) as client:
         before = client.get("/v1/status").json()["progress"]["total"]
         ids = list(range(1, 1001))
-        body = json.dumps({"tasks": [{"title": f"t{n}", "instructions": "x", "depends_on": ids}
-                                     for n in range(1000)]})  # fmt: skip
+        tasks = [{"title": f"t{n}", "instructions": "x", "depends_on": ids} for n in range(1000)]
+        body = json.dumps({"tasks": tasks})
         assert len(body) > 4_000_000
 
         def refused() -> str:

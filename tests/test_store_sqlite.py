@@ -11,12 +11,24 @@ from pathlib import Path
 
 import pytest
 
+from scaffold.hub import lifecycle
 from scaffold.hub.errors import HubError, InvalidRequest, StoreClosed
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.store.sqlite import _CLAIM, SQLiteStore
 from scaffold.hub.types import TaskState
-from tests.store_contract import ACTOR, LEASE, T0, StoreContract, claimed, create, new, register, sha
+from tests.store_contract import (
+    ACTOR,
+    LEASE,
+    T0,
+    StoreContract,
+    claimed,
+    complete,
+    create,
+    new,
+    register,
+    sha,
+)
 
 
 @pytest.fixture
@@ -75,7 +87,7 @@ def test_reopening_the_database_keeps_every_row(store: SQLiteStore, path: Path) 
         assert snapshot(reopened) == before
         assert reopened.schema_version == len(MIGRATIONS)
         # The state is live, not only readable: the lease and the idempotency key still hold.
-        done, changed = reopened.complete(held.id, held.lease_token or "", "ok", T0 + 1)
+        done, changed = complete(reopened, held.id, held.lease_token or "", "ok", T0 + 1)
         assert changed and done.id == a.id
         _, fresh = reopened.create_tasks([new("c")], 3, ACTOR, T0, ("key-1", "hash-1"))
         assert not fresh
@@ -119,7 +131,8 @@ def test_listeners_hear_each_commit_but_no_refused_write(store: SQLiteStore) -> 
 
 
 def _claim_params(caps: str = "[]") -> dict[str, object]:
-    return {"worker": 1, "token": "t", "until": T0 + LEASE, "now": T0, "caps": caps}
+    """The claim rule's values for the statement, as the store passes them."""
+    return {**lifecycle.claim(1, (), "t", T0 + LEASE, T0).take.changes, "caps": caps}
 
 
 def test_the_claim_walks_the_partial_ready_index(store: SQLiteStore, path: Path) -> None:
@@ -184,7 +197,7 @@ def test_two_connections_claiming_from_threads_never_share_a_task(store: SQLiteS
             while (task := own.claim(workers[number].id, (), f"tok-{number}", T0 + LEASE, T0)) is not None:
                 got[number].append(task.id)
                 time.sleep(0.001)  # the work: without it one thread can drain the queue alone
-                done, changed = own.complete(task.id, f"tok-{number}", "", T0)
+                done, changed = complete(own, task.id, f"tok-{number}", "", T0)
                 assert changed and done.worker_id == workers[number].id
         except BaseException as error:  # noqa: BLE001 - handed to the main thread below
             errors.append(error)

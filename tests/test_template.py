@@ -93,8 +93,10 @@ def test_settings_validate_against_the_schemastore_schema(
     jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
     assert settings["env"]["VPS_API_URL"] == rendered.answers["hub_url"]
     idle = int(rendered.answers["idle_timeout_minutes"]) * 60
-    assert f"idle_timeout_minutes = {rendered.answers['idle_timeout_minutes']}\n" in (
-        rendered.dest / "vps/hub.toml").read_text()  # fmt: skip
+    assert (
+        f"idle_timeout_minutes = {rendered.answers['idle_timeout_minutes']}\n"
+        in (rendered.dest / "vps/hub.toml").read_text()
+    )
     [stop] = settings["hooks"]["Stop"][0]["hooks"]
     wait = int(stop["command"].rsplit("--wait ", 1)[1])
     assert wait >= 540 and stop["timeout"] == wait + 60
@@ -132,8 +134,14 @@ def test_mcp_server_is_http_and_takes_the_key_from_the_environment(rendered: New
 def test_worker_playbook_has_a_section_per_chosen_role(rendered: NewProject) -> None:
     playbook = (rendered.dest / ".claude/WORKER_CLAUDE.md").read_text()
     headings = re.findall(r"^#{2,4} .*$", playbook, flags=re.MULTILINE)
-    catalog = {"backend": "Backend", "frontend": "Frontend", "testing": "Testing",
-               "devops": "DevOps", "data": "Data", "docs": "Documentation"}  # fmt: skip
+    catalog = {
+        "backend": "Backend",
+        "frontend": "Frontend",
+        "testing": "Testing",
+        "devops": "DevOps",
+        "data": "Data",
+        "docs": "Documentation",
+    }
     for role, title in catalog.items():
         has_section = any(title in heading for heading in headings)
         assert has_section == (role in rendered.answers["worker_roles"]), (role, headings)
@@ -141,9 +149,16 @@ def test_worker_playbook_has_a_section_per_chosen_role(rendered: NewProject) -> 
 
 # What the coordinator and the workers read, and the docs on writing tasks: they name a role only
 # if some worker takes it. (The setup and worker guides also say which chosen roles none takes.)
-ROLE_TEXTS = ["CLAUDE.md", "README.md", ".claude/COORDINATOR_CLAUDE.md", ".claude/WORKER_CLAUDE.md",
-              ".claude/skills/*/SKILL.md", "docs/coordinator-guide.md", "docs/task-format.md",
-              "docs/troubleshooting.md"]  # fmt: skip
+ROLE_TEXTS = [
+    "CLAUDE.md",
+    "README.md",
+    ".claude/COORDINATOR_CLAUDE.md",
+    ".claude/WORKER_CLAUDE.md",
+    ".claude/skills/*/SKILL.md",
+    "docs/coordinator-guide.md",
+    "docs/task-format.md",
+    "docs/troubleshooting.md",
+]
 
 
 def test_with_fewer_workers_than_roles_the_playbooks_name_only_roles_that_run(tmp_path: Path) -> None:
@@ -237,11 +252,13 @@ def test_copier_itself_refuses_invalid_answers(tmp_path: Path, data: str, messag
     """Plain copier applies the same validators. (Its CLI shows a traceback that ends with the
     message for a bad --data answer, copier-org/copier#1436; `scaffold new` prints one line.)"""
     dest = tmp_path / "p"
+    copier = [sys.executable, "-m", "copier", "copy", "--defaults"]
     result = subprocess.run(
-        [sys.executable, "-m", "copier", "copy", "--defaults", "--data", data,
-         bundled_template().src, str(dest)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [*copier, "--data", data, bundled_template().src, str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert message in result.stderr.strip().splitlines()[-1]
     assert not dest.exists() or not any(dest.iterdir())

@@ -25,8 +25,13 @@ TEMPLATE_NOTE = "\n## Added in 0.2.0\n\nRestart a lost worker with /worker and i
 def scaffold(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scaffold", *args],
-        cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
 
 def answers(project: Path) -> dict[str, object]:
@@ -190,10 +195,17 @@ def test_update_can_change_an_answer(tmp_path: Path, template_repo: Path) -> Non
     project = committed_project(tmp_path, template_repo)
     assert not (project / "vps/hub.service").exists()
     updated = scaffold(
-        "update", str(project), "--vcs-ref", "0.2.0",
-        "--data", "deployment=remote", "--data", "hub_url=http://203.0.113.10:5555",
-        "--data", "workspace_path=/srv/agent-team/workspace",
-    )  # fmt: skip
+        "update",
+        str(project),
+        "--vcs-ref",
+        "0.2.0",
+        "--data",
+        "deployment=remote",
+        "--data",
+        "hub_url=http://203.0.113.10:5555",
+        "--data",
+        "workspace_path=/srv/agent-team/workspace",
+    )
     assert updated.returncode == 0, updated.stderr
     assert answers(project)["deployment"] == "remote"
     assert "User=agent-team-hub" in (project / "vps/hub.service").read_text()
@@ -305,8 +317,10 @@ def test_release_history_tags_name_their_content(tmp_path: Path, monkeypatch: py
     second = record_release(package)
     heads = subprocess.run(
         ["git", "bundle", "list-heads", str(package / "template-history.bundle")],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert sorted(line.split()[1] for line in heads.splitlines()) == [
         f"refs/tags/{first}",
         f"refs/tags/{second}",
@@ -344,8 +358,12 @@ def test_project_from_a_git_url_updates_with_plain_copier(
     git(work, "push", "-q", str(bare), "HEAD")
     updated = subprocess.run(
         [str(Path(sys.executable).parent / "copier"), "update", "--defaults", "--skip-answered"],
-        cwd=project, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert updated.returncode == 0, updated.stderr
     assert TEMPLATE_NOTE.strip() in (project / "docs/troubleshooting.md").read_text()
 
@@ -361,11 +379,15 @@ def test_rejected_hunks_of_plain_copier_show_in_git_status_and_stop_scaffold_upd
     troubleshooting.write_text(troubleshooting.read_text() + "\n## Local additions\n\nOur own line.\n")
     git(project, "commit", "-q", "-am", "edit the same place as the template")
 
+    copier = [sys.executable, "-m", "copier", "update", "--defaults", "--quiet", "--conflict", "rej"]
     plain = subprocess.run(
-        [sys.executable, "-m", "copier", "update", "--defaults", "--quiet", "--conflict", "rej",
-         "--vcs-ref", "0.2.0", str(project)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
+        [*copier, "--vcs-ref", "0.2.0", str(project)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
 
     assert plain.returncode == 0, plain.stderr
     assert (project / "docs/troubleshooting.md.rej").is_file()

@@ -7,6 +7,7 @@ output. The hooks import the same file as a library; the last tests do that in-p
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib.util
 import json
@@ -76,9 +77,14 @@ def vps(
         environment["VPS_API_KEY"] = key
     done = subprocess.run(
         [sys.executable, "-I", "-S", str(VPS), *args],
-        input=stdin, capture_output=True, text=True, env=environment, cwd=cwd, timeout=RUN_TIMEOUT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=RUN_TIMEOUT,
         check=False,
-    )  # fmt: skip
+    )
     for secret in (ADMIN, AGENT, VIEWER):
         assert secret not in done.stdout + done.stderr, f"a key was printed by {args}"
     if done.returncode and one_line:
@@ -93,8 +99,9 @@ def session() -> str:
 def register(hub: HubProcess, cwd: Path, role: str) -> tuple[int, str]:
     """A new worker and its session id."""
     session_id = session()
-    worker = vps("workers", "register", "--session", session_id, "--role", role, "--json",
-                 url=hub.url, cwd=cwd)  # fmt: skip
+    worker = vps(
+        "workers", "register", "--session", session_id, "--role", role, "--json", url=hub.url, cwd=cwd
+    )
     return int(worker.json()["id"]), session_id
 
 
@@ -106,8 +113,9 @@ def claim(hub: HubProcess, cwd: Path, worker: int) -> str:
 
 def create(hub: HubProcess, cwd: Path, role: str, *titles: str) -> list[dict[str, Any]]:
     """Tasks only workers of `role` can claim: the hub is shared by the tests of this module."""
-    tasks = [{"title": title, "instructions": f"do {title}", "required_capabilities": [role]}
-             for title in titles]  # fmt: skip
+    tasks = [
+        {"title": title, "instructions": f"do {title}", "required_capabilities": [role]} for title in titles
+    ]
     created = vps("--json", "tasks", "create", url=hub.url, cwd=cwd, stdin=json.dumps(tasks)).json()
     return list(created["tasks"])
 
@@ -119,6 +127,16 @@ def load_vps() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[str]:
+    """Every command of vps.py's parser as it is typed: "status", "tasks claim", ..."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += commands(sub, f"{prefix}{name} ") or [prefix + name]
+    return found
 
 
 # -- the file itself ------------------------------------------------------------------------------
@@ -156,7 +174,9 @@ def test_every_command_line_in_the_rendered_text_parses() -> None:
 
 
 def test_help_answers_for_every_command(cwd: Path) -> None:
-    for command in ["", *load_vps().COMMANDS]:
+    every = commands(load_vps().build_parser())
+    assert len(every) == 30 and {"status", "tasks claim", "files grep", "exec"} <= set(every), every
+    for command in ["", *every]:
         run = vps(*command.split(), "--help", url="http://unused", cwd=cwd)
         assert run.code == OK and "usage: vps.py" in run.out, command
     assert "example: vps.py tasks claim --wait 60" in vps("tasks", "claim", "-h", url="x", cwd=cwd).out
@@ -173,7 +193,10 @@ def test_status_and_plan(hub: HubProcess, cwd: Path) -> None:
     assert "Ship v2" in shown.out and "- build it" in shown.out
     assert vps("plan", "set", url=hub.url, cwd=cwd, stdin="new plan").code == OK  # keeps the goal
     assert vps("plan", "show", "--json", url=hub.url, cwd=cwd).json() | {"updated_at": 0} == {
-        "goal": "Ship v2", "plan": "new plan", "updated_at": 0}  # fmt: skip
+        "goal": "Ship v2",
+        "plan": "new plan",
+        "updated_at": 0,
+    }
     plan_file = cwd / "plan.md"
     plan_file.write_text("from a file", encoding="utf-8")
     assert vps("plan", "set", "--file", str(plan_file), url=hub.url, cwd=cwd).code == OK
@@ -190,11 +213,18 @@ def test_status_and_plan(hub: HubProcess, cwd: Path) -> None:
 
 
 def test_a_task_from_creation_to_done(hub: HubProcess, cwd: Path) -> None:
-    batch = {"idempotency_key": f"batch-{time.monotonic_ns()}", "tasks": [
-        {"title": "first", "instructions": "do one", "ref": "one", "required_capabilities": ["life"]},
-        {"title": "second", "instructions": "do two", "depends_on": ["one"],
-         "required_capabilities": ["life"]},
-    ]}  # fmt: skip
+    batch = {
+        "idempotency_key": f"batch-{time.monotonic_ns()}",
+        "tasks": [
+            {"title": "first", "instructions": "do one", "ref": "one", "required_capabilities": ["life"]},
+            {
+                "title": "second",
+                "instructions": "do two",
+                "depends_on": ["one"],
+                "required_capabilities": ["life"],
+            },
+        ],
+    }
     first = vps("tasks", "create", url=hub.url, cwd=cwd, stdin=json.dumps(batch))
     assert first.code == OK and "2 task(s):" in first.out and "created before" not in first.out
     again = vps("tasks", "create", "--json", url=hub.url, cwd=cwd, stdin=json.dumps(batch))
@@ -235,8 +265,17 @@ def test_a_stale_lease_token_exits_6(hub: HubProcess, cwd: Path) -> None:
     stale = vps("tasks", "complete", str(task["id"]), "--lease-token", token, url=hub.url, cwd=cwd)
     assert stale.code == LEASE_LOST
     fresh = claim(hub, cwd, worker)
-    failed = vps("tasks", "fail", str(task["id"]), "--lease-token", fresh, "--reason", "blocked by X",
-                 url=hub.url, cwd=cwd)  # fmt: skip
+    failed = vps(
+        "tasks",
+        "fail",
+        str(task["id"]),
+        "--lease-token",
+        fresh,
+        "--reason",
+        "blocked by X",
+        url=hub.url,
+        cwd=cwd,
+    )
     assert failed.code == OK and "is ready after 1 of 3 attempts" in failed.out
     assert vps("tasks", "heartbeat", str(task["id"]), "--lease-token", fresh, url=hub.url, cwd=cwd).code == 6
 
@@ -251,8 +290,9 @@ def test_claim_waits_for_a_task_and_says_when_none_came(hub: HubProcess, cwd: Pa
     args = [sys.executable, "-I", "-S", str(VPS), "--json", "tasks", "claim", "--wait", "20"]
     environment = {"PATH": os.environ.get("PATH", ""), "VPS_API_URL": hub.url, "VPS_API_KEY": AGENT, **env}
     started = time.monotonic()
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-                          cwd=cwd) as waiting:  # fmt: skip
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=cwd
+    ) as waiting:
         time.sleep(0.5)  # the claim is now waiting in the hub
         (task,) = create(hub, cwd, "waiter", "late")
         out, err = waiting.communicate(timeout=RUN_TIMEOUT)
@@ -274,8 +314,18 @@ def test_workers(hub: HubProcess, cwd: Path) -> None:
     assert vps("workers", "heartbeat", "--session", session_id, url=hub.url, cwd=cwd).code == OK
     again = vps("workers", "register", "--role", "docs", "--json", url=hub.url, cwd=cwd, env=env).json()
     assert again["id"] == worker  # the session id from the environment; the same worker
-    tagged = vps("workers", "register", "--session", session(), "--role", "x", "--capabilities", "a,b",
-                 url=hub.url, cwd=cwd)  # fmt: skip
+    tagged = vps(
+        "workers",
+        "register",
+        "--session",
+        session(),
+        "--role",
+        "x",
+        "--capabilities",
+        "a,b",
+        url=hub.url,
+        cwd=cwd,
+    )
     assert tagged.code == OK and "capabilities a, b" in tagged.out
     gone = vps("workers", "deregister", url=hub.url, cwd=cwd, env=env)
     assert gone.out.strip() == f"worker {worker} is stopped"
@@ -307,13 +357,25 @@ def test_messages(hub: HubProcess, cwd: Path) -> None:
     worker, session_id = register(hub, cwd, role="talker")
     env = {"CLAUDE_CODE_SESSION_ID": session_id}
     start = vps("messages", "read", "--json", url=hub.url, cwd=cwd).json()["next_cursor"]
-    sent = vps("messages", "send", "--to", "all", "--kind", "discovery", "tests seed once", url=hub.url,
-               cwd=cwd, env=env)  # fmt: skip
+    sent = vps(
+        "messages",
+        "send",
+        "--to",
+        "all",
+        "--kind",
+        "discovery",
+        "tests seed once",
+        url=hub.url,
+        cwd=cwd,
+        env=env,
+    )
     assert sent.code == OK and "sent to all" in sent.out
     question = vps("messages", "send", "--to", "coordinator", "-", url=hub.url, cwd=cwd, stdin="a question")
     assert question.code == OK
-    assert vps("messages", "send", "--to", str(worker), "--from", "coordinator", "an answer",
-               url=hub.url, cwd=cwd).code == OK  # fmt: skip
+    answer = vps(
+        "messages", "send", "--to", str(worker), "--from", "coordinator", "an answer", url=hub.url, cwd=cwd
+    )
+    assert answer.code == OK
     mine = vps("messages", "read", "--cursor", start, "--json", url=hub.url, cwd=cwd, env=env).json()
     assert [(m["sender"], m["to"], m["kind"], m["body"]) for m in mine["messages"]] == [
         (f"worker:{worker}", "all", "discovery", "tests seed once"),
@@ -321,8 +383,9 @@ def test_messages(hub: HubProcess, cwd: Path) -> None:
     ]  # the worker's own view: not the question to the coordinator
     everything = vps("messages", "read", "--cursor", start, url=hub.url, cwd=cwd)
     assert "a question" in everything.out and f"--cursor {mine['next_cursor']}" in everything.out
-    coordinator = vps("messages", "read", "--for", "coordinator", "--cursor", start, "--json", url=hub.url,
-                      cwd=cwd).json()  # fmt: skip
+    coordinator = vps(
+        "messages", "read", "--for", "coordinator", "--cursor", start, "--json", url=hub.url, cwd=cwd
+    ).json()
     assert [m["body"] for m in coordinator["messages"]] == ["tests seed once", "a question"]
     after = vps("messages", "read", "--cursor", mine["next_cursor"], url=hub.url, cwd=cwd, env=env)
     assert after.out.startswith("0 message(s)")
@@ -338,8 +401,11 @@ def test_files(hub: HubProcess, cwd: Path) -> None:
     read = files("cat", "notes/a.txt")
     etag = read.err.removeprefix("etag: ").strip()
     assert read.out == "hello\n" and created.out.strip().endswith(etag)
-    assert files("cat", "notes/a.txt", "--json").json() == {"path": "notes/a.txt", "etag": etag,
-                                                             "content": "hello\n"}  # fmt: skip
+    assert files("cat", "notes/a.txt", "--json").json() == {
+        "path": "notes/a.txt",
+        "etag": etag,
+        "content": "hello\n",
+    }
     replaced = files("put", "notes/a.txt", "--etag", etag, "--json", stdin="hello there\n").json()
     assert files("put", "notes/a.txt", "--etag", etag, stdin="lost update").code == STALE
     assert files("put", "notes/a.txt", "--etag", f'"{replaced["etag"]}"', stdin="hello again\n").code == OK
@@ -377,7 +443,10 @@ def test_reservations_and_423(hub: HubProcess, cwd: Path) -> None:
     made = vps("reserve", "locked/one.txt", "--ttl", "120", "--json", url=hub.url, cwd=cwd, env=as_holder)
     (reservation,) = made.json()["reservations"]
     assert (reservation["worker_id"], reservation["glob"], reservation["exclusive"]) == (
-        holder, "locked/one.txt", True)  # fmt: skip
+        holder,
+        "locked/one.txt",
+        True,
+    )
     blocked = vps("files", "put", "locked/one.txt", url=hub.url, cwd=cwd, env=as_other, stdin="x")
     assert blocked.code == RESERVED and f"worker {holder}" in blocked.err
     own = vps("files", "put", "locked/one.txt", url=hub.url, cwd=cwd, env=as_holder, stdin="mine")
@@ -458,11 +527,21 @@ def test_not_found_exits_5(hub: HubProcess, cwd: Path) -> None:
     assert vps("workers", "heartbeat", "987654", url=hub.url, cwd=cwd).code == NOT_FOUND
 
 
-@pytest.mark.parametrize("args", [
-    [], ["tasks"], ["tasks", "bogus"], ["tasks", "show"], ["tasks", "show", "abc"],
-    ["tasks", "complete", "1"], ["messages", "send", "hi"], ["--nope", "status"],
-    ["messages", "send", "--to", "all", "--kind", "chat", "hi"], ["exec"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["tasks"],
+        ["tasks", "bogus"],
+        ["tasks", "show"],
+        ["tasks", "show", "abc"],
+        ["tasks", "complete", "1"],
+        ["messages", "send", "hi"],
+        ["--nope", "status"],
+        ["messages", "send", "--to", "all", "--kind", "chat", "hi"],
+        ["exec"],
+    ],
+)
 def test_bad_usage_exits_2(args: list[str], hub: HubProcess, cwd: Path) -> None:
     run = vps(*args, url=hub.url, cwd=cwd)
     assert run.code == USAGE and run.out == ""
@@ -490,8 +569,14 @@ def test_the_key_and_url_come_from_claude_settings_when_not_in_the_environment(
 
 def test_json_output_parses_for_every_read_command(hub: HubProcess, cwd: Path) -> None:
     (task,) = create(hub, cwd, "nobody", "json")
-    for command in (["status"], ["plan", "show"], ["tasks", "list"], ["tasks", "show", str(task["id"])],
-                    ["workers", "list"], ["messages", "read"]):  # fmt: skip
+    for command in (
+        ["status"],
+        ["plan", "show"],
+        ["tasks", "list"],
+        ["tasks", "show", str(task["id"])],
+        ["workers", "list"],
+        ["messages", "read"],
+    ):
         assert isinstance(vps(*command, "--json", url=hub.url, cwd=cwd).json(), dict), command
 
 

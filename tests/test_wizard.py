@@ -22,9 +22,13 @@ def spawn_new(dest: Path, *args: str) -> pexpect.spawn:
     """`scaffold new DEST ARGS` in a real pseudo-terminal, wide enough for the help texts."""
     env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
     return pexpect.spawn(
-        sys.executable, ["-m", "scaffold", "new", str(dest), *args],
-        env=env, encoding="utf-8", timeout=30, dimensions=(50, 200),
-    )  # fmt: skip
+        sys.executable,
+        ["-m", "scaffold", "new", str(dest), *args],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(50, 200),
+    )
 
 
 def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
@@ -98,8 +102,13 @@ def test_ctrl_c_while_files_are_written_leaves_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
     argv = ["-m", "scaffold", "new", str(dest), "--defaults", "--save-key", "--template", str(template)]
     child = pexpect.spawn(
-        sys.executable, argv, env=env, encoding="utf-8", timeout=60, dimensions=(50, 200),
-    )  # fmt: skip
+        sys.executable,
+        argv,
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(len(list(p.rglob("*.txt"))) > 50 for p in parent.glob(".team.*")):

@@ -378,8 +378,7 @@ def _run_hub_serve(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise ScaffoldError(f"--port must be between 1 and 65535, got {args.port}")
-    with _hub_errors():
-        serve(_hub_settings(args), access_log=args.access_log)
+    serve(_hub_settings(args), access_log=args.access_log)
     return 0
 
 
@@ -392,7 +391,7 @@ def _run_keys_add(args: argparse.Namespace) -> int:
 
     if not KEY_NAME.fullmatch(args.name):
         raise ScaffoldError(f"key name {args.name!r}: {KEY_NAME_RULE}")
-    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
+    with _closing(open_store(_key_settings(args))) as store:
         key, digest = new_key()
         store.add_key(args.name, args.role, digest, "cli", time.time())
     print(key)
@@ -404,7 +403,7 @@ def _run_keys_list(args: argparse.Namespace) -> int:
 
     from scaffold.hub.server import open_store
 
-    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
+    with _closing(open_store(_key_settings(args))) as store:
         keys = store.list_keys()
     print(f"{'name':<24} {'role':<7} {'source':<10} {'created':<20} state")
     for key in keys:
@@ -419,7 +418,7 @@ def _run_keys_revoke(args: argparse.Namespace) -> int:
 
     from scaffold.hub.server import open_store
 
-    with _hub_errors(), _closing(open_store(_key_settings(args))) as store:
+    with _closing(open_store(_key_settings(args))) as store:
         store.revoke_key(args.name, time.time())
     print(f"Revoked {args.name}; requests with it now get 401.")
     return 0
@@ -460,17 +459,6 @@ def _run_hub_restore(args: argparse.Namespace) -> int:
         print(f"  moved the previous data aside to {path}")
     print("Start the hub to serve it; it upgrades an older schema on start.")
     return 0
-
-
-@contextmanager
-def _hub_errors() -> Iterator[None]:
-    """The hub's domain errors (a duplicate name, an unknown key) as one-line user errors."""
-    from scaffold.hub.errors import HubError
-
-    try:
-        yield
-    except HubError as error:
-        raise ScaffoldError(error.message) from error
 
 
 @contextmanager

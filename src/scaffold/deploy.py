@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import TextIO
 
 import scaffold
-from scaffold.errors import ScaffoldError
+from scaffold.errors import DeployError
 from scaffold.render import LOCAL_SETTINGS, read_answers
 
 SSH_FAILED = 255  # ssh's own exit code: it could not connect or log in
-
-
-class DeployError(ScaffoldError):
-    """A deploy step failed; the message says which and what to do."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
-"""One error hierarchy: every failure a user can cause is a `ScaffoldError` with a message
-written for them; the CLI prints it as one line and exits with `exit_code`."""
+"""The one error tree. Every failure a user can cause is a `ScaffoldError` whose message is
+written for them: the CLI prints it as one line and exits with `exit_code` (in one place,
+`scaffold.cli.main`); the hub's errors (`HubError` and below) also carry the HTTP status and code
+the API answers with, so services raise them and each face renders them in one place."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class ScaffoldError(Exception):
     """A failure the user can act on. `str(error)` is the whole message."""
 
     exit_code = 1
+
+
+# -- the project: answers, rendering, upgrades, deploys --------------------------------------
 
 
 class AnswerError(ScaffoldError):
@@ -39,3 +46,143 @@ class UpdateConflictError(ScaffoldError):
             "Resolve the <<<<<<< markers (or apply the .rej files), then commit."
         )
         self.files = files
+
+
+class DeployError(ScaffoldError):
+    """A deploy step failed; the message says which and what to do."""
+
+
+# -- the hub as a process: its settings, its data directory, its backups ---------------------
+
+
+class ConfigError(ScaffoldError):
+    """hub.toml is missing, malformed, or holds a value of the wrong kind."""
+
+
+class DataDirBusy(ScaffoldError):
+    """Another process (a hub, a restore) holds the data directory's lock."""
+
+    def __init__(self, data_dir: Path, pid: str) -> None:
+        super().__init__(
+            f"{data_dir} is in use by another hub or a restore (pid {pid}); stop it, or give this hub "
+            "another --data-dir"
+        )
+        self.data_dir = data_dir
+        self.pid = pid
+
+
+class BackupError(ScaffoldError):
+    """A backup cannot be made, or a backup cannot be restored; the message says which and why."""
+
+
+class GitError(ScaffoldError):
+    """A git command in the workspace failed, timed out or could not start."""
+
+
+# -- the hub's domain: each error is an HTTP status and code -----------------------------------
+
+
+# A failure of the hub's domain: the REST API and the MCP tools answer it with `status` and
+# `{"error": {"code", "message"}}`; the CLI prints the message like any other error. (No docstring:
+# docs/api.md gives each class's docstring as the meaning of its code, and 400 is any bad request.)
+class HubError(ScaffoldError):
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(HubError):
+    status = 422
+    code = "invalid_request"
+
+
+class MalformedJSON(HubError):
+    status = 400
+    code = "malformed_json"
+
+
+class Unauthorized(HubError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HubError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(HubError):
+    status = 404
+    code = "not_found"
+
+
+class LeaseConflict(HubError):
+    """A stale or wrong lease token, or a task no longer in a state that accepts the call."""
+
+    status = 409
+    code = "lease_conflict"
+
+
+class Conflict(HubError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(HubError):
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(HubError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreClosed(HubError):
+    """The store was closed: the hub is stopping."""
+
+    status = 503
+    code = "shutting_down"
+
+
+class PathRefused(HubError):
+    """A workspace path that escapes the root, or names something that is not a plain file."""
+
+    status = 403
+    code = "path_refused"
+
+
+class StaleFile(HubError):
+    """If-Match / If-None-Match did not hold: the file changed (or exists) since it was read."""
+
+    status = 412
+    code = "stale_file"
+
+
+class Reserved(HubError):
+    """Another worker holds an exclusive reservation on the path."""
+
+    status = 423
+    code = "reserved"
+
+
+class Disabled(HubError):
+    """A feature switched off in hub.toml (command execution)."""
+
+    status = 403
+    code = "disabled"
+
+
+class SandboxUnavailable(HubError):
+    """Commands must run in a sandbox ([exec] sandbox in hub.toml) that does not work on this machine."""
+
+    status = 503
+    code = "sandbox_unavailable"

@@ -1,8 +1,8 @@
 """`create_app(store, settings)`: the hub as an ASGI application.
 
-The app owns the services (queue, workers, messages, auth, event bus) built on one store, runs
-the lease reaper, and renders every error, including unknown routes, as
-`{"error": {"code", "message"}}`.
+The app builds the services (scaffold.hub.container) on one store, serves its faces over them
+(the REST routes, the MCP endpoint, the dashboard), runs the lease reaper, and renders every
+error, including unknown routes, as `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,154 +19,77 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from scaffold import __version__
+from scaffold.errors import GitError
 from scaffold.hub import dashboard
 from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.auth import Authenticator
-from scaffold.hub.events import EventBus
-from scaffold.hub.exec import Executor
-from scaffold.hub.files import Workspace
-from scaffold.hub.gitwork import GitError, GitWorkspace
-from scaffold.hub.http import BodyLimit, openapi, route
+from scaffold.hub.container import Services
+from scaffold.hub.http import BodyLimit, route
 from scaffold.hub.jsonrpc import http_error
-from scaffold.hub.mcp import McpEndpoint
-from scaffold.hub.messages import Messages
-from scaffold.hub.reservations import Reservations
-from scaffold.hub.schemas import COMPONENTS
+from scaffold.hub.mcp_endpoint import McpEndpoint
 from scaffold.hub.settings import HubSettings
-from scaffold.hub.signals import Signal
 from scaffold.hub.store.base import Store
-from scaffold.hub.tasks import Queue, QueueSettings
-from scaffold.hub.types import Clock, Task
-from scaffold.hub.workers import Workers
+from scaffold.hub.types import Clock
 
 log = logging.getLogger("scaffold.hub")
 
 
-@dataclass
-class Hub:
-    """The services of one hub, shared by the REST routes and (later) the MCP tools."""
-
-    store: Store
-    settings: HubSettings
-    clock: Clock
-    queue: Queue
-    workers: Workers
-    messages: Messages
-    auth: Authenticator
-    bus: EventBus
-    git: GitWorkspace
-    executor: Executor
-    reservations: Reservations
-    workspace: Workspace
-    openapi: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, store: Store, settings: HubSettings, clock: Clock = time.time) -> Hub:
-        queue_settings = QueueSettings(
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
-            max_wait_seconds=settings.max_wait_seconds,
-        )
-        reservations = Reservations(store, clock, settings.workspace)
-        queue = Queue(store, clock, queue_settings, Signal())
-        return cls(
-            store=store,
-            settings=settings,
-            clock=clock,
-            queue=queue,
-            workers=Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting),
-            messages=Messages(store, clock),
-            auth=Authenticator(store),
-            bus=EventBus(store.last_event_id()),
-            git=GitWorkspace(settings.workspace),
-            executor=Executor.configured(settings),
-            reservations=reservations,
-            workspace=Workspace.build(store, settings, clock, reservations),
-            openapi=openapi(ENDPOINTS, __version__, COMPONENTS),
-        )
-
-    async def complete_task(self, task_id: int, token: str, result: str) -> Task:
-        """Complete the task, then commit what changed in the workspace during it (gitwork).
-
-        Only a new completion commits (the same token again returns the task as it is). A git
-        failure is logged and leaves `commit` null: the completion itself is never lost.
-        """
-        task, new = self.queue.complete(task_id, token, result)
-        if not new:
-            return task
-        # shielded: a client that hangs up must not cut the commit off half-way
-        return await asyncio.shield(self._commit(task))
-
-    async def _commit(self, task: Task) -> Task:
-        try:
-            worker = self.store.get_worker(task.worker_id) if task.worker_id is not None else None
-            sha = await self.git.commit_task(task, worker)
-            if sha is None:
-                return task
-            self.store.set_commit(task.id, sha)
-            return self.store.get_task(task.id)
-        except Exception:  # the task is done, whatever happens to its commit
-            log.exception("task %s: recording its commit failed", task.id)
-            return task
-
-    def shutdown(self) -> None:
-        """Wake every long poll and stream so they end and the server can stop."""
-        self.queue.shutdown()
-        self.bus.close()
-        self.executor.shutdown()
-
-
 def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) -> Starlette:
-    hub = Hub.build(store, settings, clock)
+    services = Services.build(store, settings, clock)
     listeners = getattr(store, "on_events", None)  # commits that append no event wake no stream
     if isinstance(listeners, list):
-        listeners.append(hub.bus.publish)
+        listeners.append(services.bus.publish)
     store.sync_config_keys(settings.keys, clock())
-    mcp = McpEndpoint(hub)
+    mcp = McpEndpoint(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await _ensure_workspace(hub)
-        await hub.executor.start()
-        reaper = asyncio.create_task(_reap_forever(hub))
+        await _ensure_workspace(services)
+        await services.executor.start()
+        reaper = asyncio.create_task(_reap_forever(services))
         try:
             async with mcp.running():
                 yield
         finally:
-            hub.shutdown()
+            services.shutdown()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
 
     app = Starlette(
-        routes=[*(route(hub, endpoint) for endpoint in ENDPOINTS), Route("/mcp", mcp), *dashboard.ROUTES],
+        routes=[
+            *(route(services, endpoint) for endpoint in ENDPOINTS),
+            Route("/mcp", mcp),
+            *dashboard.ROUTES,
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
-    app.state.hub = hub
+    app.state.services = services
     app.router.redirect_slashes = False  # /v1/tasks/ is a 404 in the JSON shape, not a redirect
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, render=http_error)
     return app
 
 
-async def _ensure_workspace(hub: Hub) -> None:
+async def _ensure_workspace(services: Services) -> None:
     """Create the workspace and make it a git repository; the hub still serves if git fails."""
     try:
-        await hub.git.ensure()
+        await services.git.ensure()
     except OSError as error:  # no workspace: files and exec cannot work, so do not start
-        raise RuntimeError(f"cannot create the workspace {hub.git.root}: {error}") from error
+        raise RuntimeError(f"cannot create the workspace {services.git.root}: {error}") from error
     except GitError as error:
-        log.error("the workspace %s is not under version control; tasks will not be committed: %s",
-                  hub.git.root, error)  # fmt: skip
+        log.error(
+            "the workspace %s is not under version control; tasks will not be committed: %s",
+            services.git.root,
+            error,
+        )
 
 
-async def _reap_forever(hub: Hub) -> None:
+async def _reap_forever(services: Services) -> None:
     while True:
-        await asyncio.sleep(hub.settings.reap_interval_seconds)
+        await asyncio.sleep(services.settings.reap_interval_seconds)
         try:
             # in a thread: a task batch may hold the store's lock for a tenth of a second
-            for task in await asyncio.to_thread(hub.queue.reap):
+            for task in await asyncio.to_thread(services.queue.reap):
                 log.info("task %s: lease expired, now %s", task.id, task.state)
         except Exception:  # a bad moment must not end the reaper
             log.exception("the lease reaper failed; retrying")
@@ -177,14 +98,15 @@ async def _reap_forever(hub: Hub) -> None:
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    message = {404: f"no route {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}  # fmt: skip
+    messages = {
+        404: f"no route {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
+    code = codes.get(error.status_code, "http_error")
+    message = messages.get(error.status_code, str(error.detail))
     return JSONResponse(
-        {"error": {"code": codes.get(error.status_code, "http_error"),
-                   "message": message.get(error.status_code, str(error.detail))}},
-        error.status_code,
-        headers=error.headers,
-    )  # fmt: skip
+        {"error": {"code": code, "message": message}}, error.status_code, headers=error.headers
+    )
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
-from scaffold.errors import ScaffoldError
-from scaffold.hub.server import DataDirBusy, hold_data_dir
+from scaffold.errors import BackupError, DataDirBusy
+from scaffold.hub.server import hold_data_dir
 from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.store.sqlite import DB_FILE
@@ -65,10 +65,6 @@ GIT_TIMEOUT = 600.0  # seconds for one git command: a large history takes a whil
 DB_FILES = (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", f"{DB_FILE}-journal", "initial-admin-key")
 # Workers can write into the workspace's .git/: no hooks or fsmonitor of theirs may run here.
 SAFE_GIT = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "init.defaultBranch=main")
-
-
-class BackupError(ScaffoldError):
-    """A backup cannot be made, or a backup cannot be restored; the message says which and why."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import DataDirBusy, ScaffoldError
 from scaffold.hub.auth import new_key
 from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.sqlite import SQLiteStore
@@ -25,17 +25,6 @@ from scaffold.hub.store.sqlite import SQLiteStore
 INITIAL_KEY_FILE = "initial-admin-key"
 GC_YOUNG_THRESHOLD = 50_000
 LOCK_FILE = "hub.lock"
-
-
-class DataDirBusy(ScaffoldError):
-    """Another process (a hub, a restore) holds the data directory's lock."""
-
-    def __init__(self, data_dir: Path, pid: str) -> None:
-        super().__init__(
-            f"{data_dir} is in use by another hub or a restore (pid {pid}); stop it, or give this hub "
-            "another --data-dir"
-        )
-        self.pid = pid
 
 
 class DataDirLock:
@@ -116,13 +105,13 @@ def serve(settings: HubSettings, *, access_log: bool = False, out: TextIO = sys.
     try:
         app = create_app(store, settings)
         ensure_admin_key(store, settings, out)
-        hub = app.state.hub
+        services = app.state.services
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
                 super().handle_exit(sig, frame)
                 # Long polls and event streams would hold the stop for minutes: end them now.
-                hub.shutdown()
+                services.shutdown()
 
             @contextlib.contextmanager
             def capture_signals(self) -> Iterator[None]:

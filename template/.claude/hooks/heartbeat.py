@@ -27,7 +27,9 @@ def main() -> None:
     state = State(session)
     changes = {"blocks": 0.0} if state.get("blocks") else {}
     try:
-        interval = float(os.environ.get("VPS_HEARTBEAT_SECONDS") or state.get("hub_interval", DEFAULT_SECONDS))
+        interval = float(
+            os.environ.get("VPS_HEARTBEAT_SECONDS") or state.get("hub_interval", DEFAULT_SECONDS)
+        )
     except ValueError:
         interval = DEFAULT_SECONDS
     now = time.time()

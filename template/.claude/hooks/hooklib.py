@@ -19,17 +19,34 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 HOOKS = Path(__file__).resolve().parent
+# The client is in the vps-workspace skill's folder, and Python puts only a script's own folder on
+# sys.path; no package import reaches across (".claude" cannot be a package name). Loading vps.py
+# by its path with importlib would work, but would leave every name taken from it untyped for mypy
+# (unless imported a second time for the checker): this one line gives a plain, checked import.
 sys.path.insert(0, str(HOOKS.parent / "skills" / "vps-workspace" / "scripts"))
 
-from vps import EXIT_AUTH, Client, HubError, setting, task_text  # noqa: E402
+from vps import EXIT_AUTH, Client, HubError, setting, task_text  # noqa: E402 (after the path above)
 
-__all__ = ["LIVENESS_SECONDS", "ClaudeProcess", "Client", "HubError", "State", "answer", "client",
-           "hub_trouble", "read_event", "session_id", "setting", "task_text", "watch"]  # fmt: skip
+__all__ = [
+    "LIVENESS_SECONDS",
+    "ClaudeProcess",
+    "Client",
+    "HubError",
+    "State",
+    "answer",
+    "client",
+    "hub_trouble",
+    "read_event",
+    "session_id",
+    "setting",
+    "task_text",
+    "watch",
+]
 
 LIVENESS_SECONDS = 15.0
 """How often a worker session's watcher tells the hub it lives, and the longest round of the Stop
 hook's wait for work (the hub's worker_lost_seconds, 40 by default, allows two missed beats;
-scaffold.hub.settings.LIVENESS_BEAT_SECONDS is the same number)."""
+scaffold.hub.core.settings.LIVENESS_BEAT_SECONDS is the same number)."""
 
 
 def read_event() -> dict[str, Any]:
@@ -68,7 +85,9 @@ class State:
     """A small JSON file per session, private to this user: throttling and the count of blocks."""
 
     def __init__(self, session: str) -> None:
-        folder = Path(os.environ.get("VPS_HOOK_STATE_DIR") or Path(tempfile.gettempdir()) / f"vps-hooks-{os.getuid()}")
+        folder = Path(
+            os.environ.get("VPS_HOOK_STATE_DIR") or Path(tempfile.gettempdir()) / f"vps-hooks-{os.getuid()}"
+        )
         name = hashlib.sha256(session.encode()).hexdigest()[:32]
         self.path = folder / f"{name}.json"
         self.watch_lock = folder / f"{name}.watch"
@@ -90,7 +109,7 @@ class State:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
             temporary.write_text(json.dumps(self.data), encoding="utf-8")
-            os.replace(temporary, self.path)
+            temporary.replace(self.path)
 
 
 class ClaudeProcess:
@@ -145,12 +164,17 @@ def watch(event: dict[str, Any], session: str, worker_id: int) -> None:
         return
     cwd = str(event.get("cwd") or os.environ.get("CLAUDE_PROJECT_DIR") or ".")
     script = str(HOOKS / "session-watch.py")
-    command = [sys.executable, script, "--session", session, "--worker", str(worker_id),
-               "--pid", str(claude.pid), "--started", claude.started, "--cwd", cwd]  # fmt: skip
+    command = [sys.executable, script, "--session", session, "--worker", str(worker_id)]
+    command += ["--pid", str(claude.pid), "--started", claude.started, "--cwd", cwd]
     with contextlib.suppress(OSError):
         # a session of its own: not ended with the hook, nor by a signal to the hook's group
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _lock_free(path: Path) -> bool:

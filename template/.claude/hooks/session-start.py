@@ -37,8 +37,10 @@ def main() -> None:
             task_text(task),
         ]
     if not mine["tasks"]:
-        lines.append(f"You hold no task: claim_task with worker_id {worker['id']}, or end your turn and the "
-                     "Stop hook waits for one.")  # fmt: skip
+        lines.append(
+            f"You hold no task: claim_task with worker_id {worker['id']}, or end your turn and the "
+            "Stop hook waits for one."
+        )
     context = "\n\n".join(lines)
     answer({"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context[:9500]}})
 

@@ -52,9 +52,11 @@ def handed(task: dict[str, Any]) -> str:
     text = task_text(task)
     if len(text) > MAX_REASON:
         text = text[:MAX_REASON] + f"\n[cut here: get_task {task['id']} has the full instructions]"
-    return (f"The hub gave you task {task['id']}. Work it through as .claude/WORKER_CLAUDE.md says; then "
-            f"complete_task (or fail_task, or release_task) with task_id {task['id']} and lease_token "
-            f"{task['lease_token']}.\n\n{text}")  # fmt: skip
+    return (
+        f"The hub gave you task {task['id']}. Work it through as .claude/WORKER_CLAUDE.md says; then "
+        f"complete_task (or fail_task, or release_task) with task_id {task['id']} and lease_token "
+        f"{task['lease_token']}.\n\n{text}"
+    )
 
 
 def idle_seconds(hub_value: float) -> float:
@@ -69,7 +71,9 @@ def idle_seconds(hub_value: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The Stop hook of a vps worker session.")
-    parser.add_argument("--wait", type=float, default=540.0, help="seconds to wait for a task (< the timeout)")
+    parser.add_argument(
+        "--wait", type=float, default=540.0, help="seconds to wait for a task (< the timeout)"
+    )
     options = parser.parse_args()
     event = read_event()
     session = session_id(event)
@@ -91,12 +95,17 @@ def main() -> None:
     if mine["tasks"]:
         task = mine["tasks"][0]
         if state.get("blocks") >= cap:
-            answer({"systemMessage": f"{name} stops while it holds task {task['id']}: sent back {cap} times "
-                                     "without a tool call. The task returns to the queue when its lease "
-                                     "runs out."})  # fmt: skip
-        block(state, f"You still hold task {task['id']} ({task['title']}), lease_token {task['lease_token']}. "
-                     "Do not stop while you hold it: finish the work and complete_task with a result, or "
-                     "fail_task with why it cannot be done as written, or release_task to give it back.")  # fmt: skip
+            message = (
+                f"{name} stops while it holds task {task['id']}: sent back {cap} times without a tool call. "
+                "The task returns to the queue when its lease runs out."
+            )
+            answer({"systemMessage": message})
+        block(
+            state,
+            f"You still hold task {task['id']} ({task['title']}), lease_token {task['lease_token']}. "
+            "Do not stop while you hold it: finish the work and complete_task with a result, or "
+            "fail_task with why it cannot be done as written, or release_task to give it back.",
+        )
 
     limit = idle_seconds(float(mine.get("idle_timeout_seconds") or DEFAULT_IDLE_SECONDS))
     began = time.monotonic()
@@ -117,15 +126,24 @@ def main() -> None:
         idle = worker["idle_seconds"] + time.monotonic() - began
         if idle >= limit:
             hub.call("workers.deregister", worker["id"])
-            answer({"systemMessage": f"{name} had no task for {idle / 60:.0f} min: it is stopped. "
-                                     f"`/worker {worker['role']}` starts it again."})  # fmt: skip
+            message = (
+                f"{name} had no task for {idle / 60:.0f} min: it is stopped. "
+                f"`/worker {worker['role']}` starts it again."
+            )
+            answer({"systemMessage": message})
     except HubError as error:
         answer({"systemMessage": f"{hub_trouble(error)}; {name} stops"})
     if state.get("blocks") >= cap:
-        answer({"systemMessage": f"{name} stops while waiting for work: Claude Code allows {cap} Stop-hook "
-                                 "blocks in a row. `/worker` starts it again."})  # fmt: skip
-    block(state, f"No task for you yet (waited {time.monotonic() - began:.0f} s). End your turn again, saying "
-                 "only 'Waiting for work.': this hook goes on waiting and hands you the next task.")  # fmt: skip
+        message = (
+            f"{name} stops while waiting for work: Claude Code allows {cap} Stop-hook blocks in a row. "
+            "`/worker` starts it again."
+        )
+        answer({"systemMessage": message})
+    block(
+        state,
+        f"No task for you yet (waited {time.monotonic() - began:.0f} s). End your turn again, saying "
+        "only 'Waiting for work.': this hook goes on waiting and hands you the next task.",
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every operation that changes state is atomic, appends its events to the event log in the same
 transaction, and takes `now` from the caller (the services own the clock). The store knows
-nothing of HTTP. Any store (SQLite here, PostgreSQL later) must pass `tests/store_contract.py`.
+nothing of HTTP, nor of the queue's rules: it applies the transitions `scaffold.hub.lifecycle`
+decides. Any store (SQLite here, PostgreSQL later) must pass `tests/store_contract.py`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from scaffold.hub import lifecycle
 from scaffold.hub.errors import HubError
+from scaffold.hub.lifecycle import ClaimRequest, ClaimTerms, Decide, DecideClaim
 from scaffold.hub.types import (
     ApiKey,
     Event,
@@ -24,15 +28,6 @@ from scaffold.hub.types import (
     TaskState,
     Worker,
 )
-
-
-@dataclass(frozen=True)
-class ClaimRequest:
-    """One claim of a batch: the worker, an optional narrowing of its tags, a fresh token."""
-
-    worker_id: int
-    capabilities: tuple[str, ...] | None
-    token: str
 
 
 @dataclass(frozen=True)
@@ -117,51 +112,38 @@ class Store(ABC):
     def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
         """(id, required capabilities) of every ready task that requires some, in id order."""
 
+    # The queue's transitions: the store reads the task and applies the `Transition` that a
+    # rule of `scaffold.hub.lifecycle` decides, all in one write transaction (events included).
+    # It decides nothing itself, so a second store holds no rule of the queue.
+
     @abstractmethod
-    def claim(
-        self,
-        worker_id: int,
-        capabilities: Sequence[str],
-        token: str,
-        lease_until: float,
-        now: float,
-    ) -> Task | None:
-        """Atomically claim the best ready task (priority, then FIFO) the capabilities cover."""
+    def transition(self, task_id: int, decide: Decide, now: float) -> tuple[Task, bool]:
+        """Read the task, decide, apply, in one write transaction; the task as it is after, and
+        whether anything changed (`decide` gave None: nothing written). NotFound for an unknown
+        id; an error `decide` raises leaves everything as it was."""
+
+    @abstractmethod
+    def take(self, terms: ClaimTerms, now: float) -> Task | None:
+        """Pick the best ready task (highest priority, then lowest id) whose required
+        capabilities are all in `terms.capabilities`, and apply `terms.take` to it, as one atomic
+        step: two claims never get the same task. None if there is no such task."""
 
     @abstractmethod
     def claim_batch(
-        self, requests: Sequence[ClaimRequest], lease_until: float, now: float
+        self, requests: Sequence[ClaimRequest], decide: DecideClaim, now: float
     ) -> list[Task | HubError | None]:
         """Several claims in one transaction, in order; one result per request.
 
-        Each worker must exist (NotFound) and not be stopped (Conflict); it claims with its
-        registered capabilities, narrowed by the request's when given. No two requests of a
-        batch get the same task.
+        For each request, `decide` gets the worker as a `Claimant` (None if there is no such
+        worker) and gives the terms `take` applies; the HubError it raises is that request's
+        result. No two requests of a batch get the same task.
         """
 
     @abstractmethod
-    def heartbeat(self, task_id: int, token: str, lease_until: float, now: float) -> Task:
-        """Extend a lease; LeaseConflict unless the task is claimed with this token."""
-
-    @abstractmethod
-    def complete(self, task_id: int, token: str, result: str, now: float) -> tuple[Task, bool]:
-        """Mark done and unblock dependents. Done already with this token: (task, False)."""
-
-    @abstractmethod
-    def fail(self, task_id: int, token: str, error: str, now: float) -> Task:
-        """attempts + 1; back to ready, or dead at max_attempts."""
-
-    @abstractmethod
-    def release(self, task_id: int, token: str, now: float) -> Task:
-        """Give a claimed task back to ready without using an attempt."""
-
-    @abstractmethod
-    def cancel(self, task_id: int, actor: str, now: float) -> Task:
-        """Cancel a task that is not finished; Conflict if it is done, dead or cancelled."""
-
-    @abstractmethod
-    def reap(self, now: float) -> list[Task]:
-        """Return every claimed task whose lease expired to ready (attempts + 1) or dead."""
+    def expire_leases(self, now: float, decide: Decide) -> list[Task]:
+        """Apply `decide` to each claimed task whose lease ended before `now`, and delete the
+        reservations expired at `now` (a `reservation.expired` event each); the tasks changed,
+        as they are after. A pass with nothing due writes nothing."""
 
     @abstractmethod
     def set_commit(self, task_id: int, commit: str) -> None: ...
@@ -186,9 +168,9 @@ class Store(ABC):
         """Record that the worker is alive."""
 
     @abstractmethod
-    def stop_worker(self, worker_id: int, now: float) -> Worker:
-        """Mark the worker stopped; its claimed tasks go back to ready without an attempt, and
-        its reservations end."""
+    def stop_worker(self, worker_id: int, now: float, decide: Decide) -> Worker:
+        """Mark the worker stopped, apply `decide` to each task it holds (claimed), and end its
+        reservations; stopping a stopped worker changes nothing."""
 
     # -- reservations ---------------------------------------------------------------------
     # A reservation is active while expires_at > now. One held for a task ends when that task
@@ -249,3 +231,17 @@ class Store(ABC):
 
     @abstractmethod
     def last_event_id(self) -> int: ...
+
+    # -- conveniences: the lifecycle's rules through the primitives ---------------------------
+    # Written once here for every store; the Queue passes its rules with its clock.
+
+    def claim(
+        self, worker_id: int, capabilities: Sequence[str], token: str, lease_until: float, now: float
+    ) -> Task | None:
+        """One claim with exactly these capabilities (no check of the worker)."""
+        return self.take(lifecycle.claim(worker_id, tuple(capabilities), token, lease_until, now), now)
+
+    def reap(self, now: float, decide: Decide | None = None) -> list[Task]:
+        """`expire_leases` with `decide`, the lifecycle's expiry rule when not given (the hub's
+        reaper pass, under the name its tests count)."""
+        return self.expire_leases(now, decide or partial(lifecycle.expire, now=now))

@@ -20,14 +20,14 @@ unreachable, redirected, 502/503/504; 4 auth: 401, 403 forbidden (the key's role
 found (404, or the session is no worker); 6 lease lost (409 lease_conflict); 7 stale file (412);
 8 reserved (423). One line on stderr says what failed.
 
-The hooks import this module rather than repeat it (importing it has no side effects):
+The hooks import this module rather than repeat it (importing it has no side effects); their
+hooklib.py puts this folder on sys.path first (it says why), then:
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "skills/vps-workspace/scripts"))
     from vps import Client, HubError, EXIT_NETWORK
     client = Client.from_env(cwd)                  # HubError when VPS_API_URL/KEY are missing
     worker = client.find_worker(session_id)        # a dict, or None when not registered
     task = client.claim(worker["id"], wait=540)    # a dict with lease_token, or None
-    mine = client.session(session_id)             # {worker, tasks (with lease_token)}, or None
+    mine = client.session(session_id)              # {worker, tasks (with lease_token)}, or None
     client.call("workers.heartbeat", worker["id"]) # any route of ROUTES by name: a Reply
     # every failure raises HubError, whose exit_code is one of the codes above
 """
@@ -90,8 +90,17 @@ ROUTES = {
     "exec": ("POST", "/v1/exec"),
 }
 # An error answer's status, or (status, error code), -> exit code; anything else is EXIT_OTHER.
-EXIT_BY_STATUS = {401: EXIT_AUTH, 404: EXIT_NOT_FOUND, 412: EXIT_STALE, 422: EXIT_USAGE, 423: EXIT_RESERVED,
-                  429: EXIT_AUTH, 502: EXIT_NETWORK, 503: EXIT_NETWORK, 504: EXIT_NETWORK}  # fmt: skip
+EXIT_BY_STATUS = {
+    401: EXIT_AUTH,
+    404: EXIT_NOT_FOUND,
+    412: EXIT_STALE,
+    422: EXIT_USAGE,
+    423: EXIT_RESERVED,
+    429: EXIT_AUTH,
+    502: EXIT_NETWORK,
+    503: EXIT_NETWORK,
+    504: EXIT_NETWORK,
+}
 EXIT_BY_CODE = {(403, "forbidden"): EXIT_AUTH, (409, "lease_conflict"): EXIT_LEASE_LOST}
 
 
@@ -148,13 +157,24 @@ class Client:
             problem = f"is {url!r}, not an http(s) URL" if url else "is not set"
             raise HubError(f"VPS_API_URL {problem} (.claude/settings.json sets it)", EXIT_NETWORK)
         if not key:
-            raise HubError("VPS_API_KEY is not set: put it in the environment or in env.VPS_API_KEY "
-                           "of .claude/settings.local.json", EXIT_AUTH)  # fmt: skip
+            raise HubError(
+                "VPS_API_KEY is not set: put it in the environment or in env.VPS_API_KEY "
+                "of .claude/settings.local.json",
+                EXIT_AUTH,
+            )
         return cls(url, key, timeout)
 
-    def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
-                raw: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: float | None = None) -> Reply:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
         """One HTTP request: `body` goes as JSON, `raw` as bytes; empty query values are left out."""
         query = {name: value for name, value in (query or {}).items() if value not in (None, [], "")}
         url = self.url + path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
@@ -180,8 +200,12 @@ class Client:
     def _refused(self, method: str, path: str, error: urllib.error.HTTPError) -> HubError:
         status, data = error.code, _decode(error.read(), error.headers)
         if 300 <= status < 400:
-            return HubError(f"the hub at {self.url} redirects to {error.headers.get('Location')}: "
-                            "point VPS_API_URL there (https?)", EXIT_NETWORK, status)  # fmt: skip
+            return HubError(
+                f"the hub at {self.url} redirects to {error.headers.get('Location')}: "
+                "point VPS_API_URL there (https?)",
+                EXIT_NETWORK,
+                status,
+            )
         detail = data.get("error") if isinstance(data, dict) else None
         code = str(detail.get("code", "")) if isinstance(detail, dict) else ""
         message = str(detail.get("message", "")) if isinstance(detail, dict) else str(error.reason)
@@ -213,8 +237,9 @@ class Client:
                 return None
             raise
 
-    def claim(self, worker_id: int, wait: float = 0, capabilities: list[str] | None = None
-              ) -> dict[str, Any] | None:  # fmt: skip
+    def claim(
+        self, worker_id: int, wait: float = 0, capabilities: list[str] | None = None
+    ) -> dict[str, Any] | None:
         """The best ready task for the worker, with its lease_token; None if none came within `wait`."""
         body: dict[str, Any] = {"worker_id": worker_id, "wait": wait}
         if capabilities is not None:
@@ -240,8 +265,10 @@ Text = Callable[[Any], str]
 
 def say(args: Args, data: Any, text: str | Text) -> int:
     """Print the answer: its JSON with --json, else the text (or what `text` makes of it)."""
-    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text if isinstance(text, str)
-          else text(data))  # fmt: skip
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(text if isinstance(text, str) else text(data))
     return EXIT_OK
 
 
@@ -301,15 +328,19 @@ def task_text(task: dict[str, Any]) -> str:
 
 def task_line(task: dict[str, Any]) -> str:
     worker = f"w{task['worker_id']}" if task.get("worker_id") else "-"
-    return (f"{task['id']:>6}  {task['state']:<9} p{task['priority']:<4} "
-            f"{task['attempts']}/{task['max_attempts']}  {worker:<5} {task['title']}")  # fmt: skip
+    return (
+        f"{task['id']:>6}  {task['state']:<9} p{task['priority']:<4} "
+        f"{task['attempts']}/{task['max_attempts']}  {worker:<5} {task['title']}"
+    )
 
 
 def worker_line(worker: dict[str, Any]) -> str:
     task = f"task {worker['current_task']}" if worker.get("current_task") else "no task"
-    return (f"{worker['id']:>4}  {worker['role']:<12} {worker['status']:<8} {task:<10} "
-            f"seen {time.time() - worker['last_seen']:.0f} s ago  [{', '.join(worker['capabilities'])}]  "
-            f"session {worker['session_id']}")  # fmt: skip
+    return (
+        f"{worker['id']:>4}  {worker['role']:<12} {worker['status']:<8} {task:<10} "
+        f"seen {time.time() - worker['last_seen']:.0f} s ago  [{', '.join(worker['capabilities'])}]  "
+        f"session {worker['session_id']}"
+    )
 
 
 def run_status(client: Client, args: Args) -> int:
@@ -317,13 +348,17 @@ def run_status(client: Client, args: Args) -> int:
     progress, goal = status["progress"], status["plan"]["goal"].strip()
     counts = "".join(f", {n} {state}" for state, n in progress["counts"].items() if n)
     stuck = ", ".join(map(str, status["stuck"]))
-    return say(args, status, "\n".join([
+    text = [
         f"goal: {goal.splitlines()[0] if goal else '(none)'}",
         f"tasks: {progress['done']}/{progress['total']} done ({progress['percent']}%){counts}",
-        *([f"stuck (a dependency is dead or cancelled): {stuck}"] if stuck else []),
-        *[f"unclaimable (no live worker has all its tags): {task['id']} lacks {', '.join(task['missing'])}"
-          for task in status.get("unclaimable", [])],  # absent from hubs older than the field
-        f"workers: {len(status['workers'])}", *map(worker_line, status["workers"])]))  # fmt: skip
+    ]
+    if stuck:
+        text.append(f"stuck (a dependency is dead or cancelled): {stuck}")
+    for task in status.get("unclaimable", []):  # absent from hubs older than the field
+        missing = ", ".join(task["missing"])
+        text.append(f"unclaimable (no live worker has all its tags): {task['id']} lacks {missing}")
+    text += [f"workers: {len(status['workers'])}", *map(worker_line, status["workers"])]
+    return say(args, status, "\n".join(text))
 
 
 def run_plan(client: Client, args: Args) -> int:
@@ -394,7 +429,9 @@ def run_workers(client: Client, args: Args) -> int:
         return say(args, workers, lines(workers["workers"], worker_line, "no workers"))
     if action == "me":
         if not session_of(args):
-            raise HubError("which session? Give --session ID (Claude Code sets CLAUDE_CODE_SESSION_ID)", EXIT_USAGE)
+            raise HubError(
+                "which session? Give --session ID (Claude Code sets CLAUDE_CODE_SESSION_ID)", EXIT_USAGE
+            )
         mine = client.session(session_of(args))
         if mine is None:
             raise HubError(f"session {session_of(args)} is not a registered worker", EXIT_NOT_FOUND)
@@ -445,8 +482,14 @@ def run_files(client: Client, args: Args) -> int:
         shown = lines(page["entries"], lambda e: e["path"] + "/" * (e["type"] == "dir"), "no files")
         return say(args, page, shown + "\n(more: raise --limit)" * page["truncated"])
     if action == "grep":
-        options = {"pattern": args.pattern, "path": args.path, "glob": args.glob, "max_matches": args.max,
-                   "ignore_case": args.ignore_case, "fixed_string": args.fixed}  # fmt: skip
+        options = {
+            "pattern": args.pattern,
+            "path": args.path,
+            "glob": args.glob,
+            "max_matches": args.max,
+            "ignore_case": args.ignore_case,
+            "fixed_string": args.fixed,
+        }
         found = client.call("files.grep", body={k: v for k, v in options.items() if v}).data
         shown = lines(found["matches"], lambda m: f"{m['path']}:{m['line']}: {m['text']}", "no match")
         return say(args, found, shown + "\n(stopped at a limit)" * found["truncated"])
@@ -454,13 +497,20 @@ def run_files(client: Client, args: Args) -> int:
     match = given if given in (None, "*") else '"' + given.strip('"') + '"'
     # `*` matches any version, so it replaces another worker's change unseen: only on request.
     if action == "put" and match == "*" and not args.force:
-        raise HubError("--etag '*' replaces the file whatever it holds now; give the etag files cat "
-                       "printed, or add --force to overwrite", EXIT_USAGE)  # fmt: skip
+        raise HubError(
+            "--etag '*' replaces the file whatever it holds now; give the etag files cat "
+            "printed, or add --force to overwrite",
+            EXIT_USAGE,
+        )
     writer = session_worker(client, args)  # a worker's own exclusive reservations do not stop it
     if action == "put":
         condition = {"If-Match": match} if match else {"If-None-Match": "*"}  # create only
-        reply = client.call("files.put", query={"path": args.path, "worker_id": writer or None},
-                            raw=read_input(args, "content"), headers=condition)  # fmt: skip
+        reply = client.call(
+            "files.put",
+            query={"path": args.path, "worker_id": writer or None},
+            raw=read_input(args, "content"),
+            headers=condition,
+        )
         done = f"{'created' if reply.status == 201 else 'replaced'} {args.path}; etag {reply.data['etag']}"
         return say(args, reply.data, done)
     body: dict[str, Any]
@@ -481,12 +531,21 @@ def run_reserve(client: Client, args: Args) -> int:
     if args.command == "unreserve":
         ended = [client.call("unreserve", ident, body={"worker_id": worker}).data for ident in args.ids]
         return say(args, {"reservations": ended}, f"released {len(ended)} reservation(s)")
-    body = {"worker_id": worker, "globs": args.globs, "exclusive": not args.shared, "ttl_seconds": args.ttl,
-            "task_id": args.task}  # fmt: skip
+    body = {
+        "worker_id": worker,
+        "globs": args.globs,
+        "exclusive": not args.shared,
+        "ttl_seconds": args.ttl,
+        "task_id": args.task,
+    }
     made = client.call("reserve", body={k: v for k, v in body.items() if v is not None}).data
-    return say(args, made, lines(made["reservations"], lambda r: (
-        f"reservation {r['id']}: {r['glob']} ({'exclusive' if r['exclusive'] else 'shared'}, "
-        f"expires in {r['expires_at'] - time.time():.0f} s)")))  # fmt: skip
+    return say(args, made, lines(made["reservations"], reservation_line))
+
+
+def reservation_line(reservation: dict[str, Any]) -> str:
+    kind = "exclusive" if reservation["exclusive"] else "shared"
+    expires_in = f"expires in {reservation['expires_at'] - time.time():.0f} s"
+    return f"reservation {reservation['id']}: {reservation['glob']} ({kind}, {expires_in})"
 
 
 def run_exec(client: Client, args: Args) -> int:
@@ -498,8 +557,13 @@ def run_exec(client: Client, args: Args) -> int:
         env = dict(pair.split("=", 1) for pair in args.env or [])
     except ValueError:
         raise HubError("--env takes NAME=VALUE", EXIT_USAGE) from None
-    options = {"cwd": args.cwd, "timeout_seconds": args.timeout, "env": env or None, "task_id": args.task,
-               "lease_token": args.lease_token}  # fmt: skip
+    options = {
+        "cwd": args.cwd,
+        "timeout_seconds": args.timeout,
+        "env": env or None,
+        "task_id": args.task,
+        "lease_token": args.lease_token,
+    }
     body.update({field: value for field, value in options.items() if value is not None})
     result = client.call("exec", body=body, timeout=(args.timeout or EXEC_TIMEOUT) + MARGIN).data
     if args.json:
@@ -518,134 +582,301 @@ def run_exec(client: Client, args: Args) -> int:
 
 # -- the parser ----------------------------------------------------------------------------------
 
-WORKER = " --worker:int --session"  # which worker: by default this session's
-# Every command: (what it does, an example, its arguments). An argument is NAME (positional), NAME?
-# (optional), NAME+ (one or more), NAME... (all the rest), or an option: --NAME takes a value,
-# --NAME! is required, --NAME* may repeat, --NAME? is a switch; :int, :float or :a|b after it
-# gives its type or its choices.
-COMMANDS = {
-    "status": ("progress, stuck and unclaimable tasks, workers and the plan", "status", ""),
-    "plan show": ("print the goal and the plan", "plan show", ""),
-    "plan set": ("replace the plan with markdown from stdin or --file; the goal stays unless --goal",
-        "plan set < plan.md", "--goal --file"),
-    "tasks list": ("one page of tasks in id order; --status takes states, comma-separated",
-        "tasks list --status ready,claimed", "--status* --worker:int --cursor --limit:int"),
-    "tasks show": ("one task with its instructions", "tasks show 42", "id:int"),
-    "tasks create": ("create tasks from JSON on stdin or --file: a task, a list, or {tasks: [...]}",
-        "tasks create --idempotency-key batch-1 < tasks.json", "--file --idempotency-key"),
-    "tasks claim": ("claim the best ready task for this session's worker, waiting up to --wait seconds",
-        "tasks claim --wait 60", "--wait:float --capabilities" + WORKER),
-    "tasks heartbeat": ("extend the lease", "tasks heartbeat 42 --lease-token T", "id:int --lease-token!"),
-    "tasks complete": ("mark the task done; --result: what changed, how it was verified",
-        "tasks complete 42 --lease-token T --result R", "id:int --lease-token! --result"),
-    "tasks fail": ("report that the task cannot be done as written, and why",
-        "tasks fail 42 --lease-token T --reason R", "id:int --lease-token! --reason!"),
-    "tasks release": ("give the task back to the queue", "tasks release 42 --lease-token T",
-        "id:int --lease-token!"),
-    "tasks cancel": ("cancel a task (admin key)", "tasks cancel 42", "id:int"),
-    "workers register": ("register this session as a worker; --capabilities a,b (default: the role's)",
-        "workers register --role backend", "--session --role! --capabilities"),
-    "workers list": ("all workers, or the one of --session", "workers list", "--session"),
-    "workers me": ("this session's worker and the tasks it holds, with their lease tokens", "workers me",
-        "--session"),
-    "workers show": ("one worker (default: this session's)", "workers show 3", "id?:int --session"),
-    "workers heartbeat": ("record that the worker (default: this session's) is alive",
-        "workers heartbeat", "id?:int --session"),
-    "workers deregister": ("stop the worker (default: this session's); its tasks go back to the queue",
-        "workers deregister 3", "id?:int --session"),
-    "messages send": ("send TEXT (- reads stdin) to a worker id, role:NAME, coordinator or all",
-        "messages send --to all --kind discovery 'X is Y'", "text --to! --kind:message|discovery --from"),
-    "messages read": ("messages after --cursor for worker:ID, coordinator or all (default: the session's)",
-        "messages read --cursor 12", "--for --cursor --limit:int"),
-    "files ls": ("list a directory (default: the root), or with --glob every path below it that matches",
-        "files ls src/", "path? --glob --limit:int"),
-    "files cat": ("print a file; its ETag goes to stderr", "files cat src/app.py", "path"),
-    "files put": ("write stdin (or --file) to a file: replace the version --etag names (from files cat), "
-        "else create it; --etag '*' --force replaces whatever is there",
-        'files put a.py --etag "$ETAG" < a.py', "path --etag --file --force?" + WORKER),
-    "files edit": ("replace the exact text --old, found once (or every time: --all), by --new",
-        "files edit a.py --old 'x = 1' --new 'x = 2'", "path --old! --new! --all? --etag" + WORKER),
-    "files rm": ("delete a file or an empty directory", "files rm src/unused.py", "path --etag" + WORKER),
-    "files mv": ("move a file or directory; --overwrite replaces a file at TO", "files mv src/a.py src/b.py",
-        "from to --overwrite?" + WORKER),
-    "files grep": ("lines matching a Python regular expression (--fixed: plain text) below PATH",
-        "files grep 'def main' src/", "pattern path? --glob --ignore-case? --fixed? --max:int"),
-    "reserve": ("reserve paths for this session's worker: exclusive unless --shared, for --ttl seconds "
-        "(default 900) or until --task ends", 'reserve "src/app/*.py"',
-        "globs+ --shared? --ttl:float --task:int" + WORKER),
-    "unreserve": ("release this session's worker's reservations", "unreserve 7", "ids+:int" + WORKER),
-    "exec": ("run -- ARGV... or --shell LINE in the workspace (or --cwd); --task and --lease-token keep "
-        "its lease alive", "exec -- pytest -q", "argv... --shell --cwd --timeout:float --env* --task:int "
-        "--lease-token"),
-}  # fmt: skip
-MARKS = {"!": ("required", True), "*": ("action", "append"), "+": ("nargs", "+"), "?": ("nargs", "?")}
-GROUPS = {"plan": "the goal and master plan", "tasks": "the task queue", "workers": "worker sessions",
-          "messages": "messages and discoveries", "files": "workspace files"}  # fmt: skip
-
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit 2
+    """argparse with two changes: a usage error is one line (exit 2), and an option that takes a
+    value takes the next word even when it starts with "-" (a lease token, a line of a markdown
+    list), which argparse alone would take for an option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.valued: set[str] = set()  # the options that take a value; before argparse adds -h
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *names: str, **options: Any) -> argparse.Action:
+        action = super().add_argument(*names, **options)
+        if action.option_strings and action.nargs is None:  # one value: not a switch
+            self.valued.update(action.option_strings)
+        return action
+
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        """`--option VALUE` read as `--option=VALUE`, up to a `--`."""
+        words: list[str] = []
+        for word in sys.argv[1:] if args is None else args:
+            if words and words[-1] in self.valued and "--" not in words:
+                words[-1] += f"={word}"
+            else:
+                words.append(word)
+        return super().parse_known_args(words, namespace)
+
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
 
 
-def add_argument(parser: Parser, spec: str) -> None:
-    """One argument in the notation of COMMANDS."""
-    name, _, kind = spec.partition(":")
-    options: dict[str, Any] = {"type": {"int": int, "float": float}[kind]} if kind in ("int", "float") else (
-        {"choices": kind.split("|")} if kind else {})  # fmt: skip
-    if name.endswith("..."):
-        name, options["nargs"] = name[:-3], argparse.REMAINDER
-    elif name[-1] in "!*?+":
-        mark, name = name[-1], name[:-1]
-        switch = name.startswith("-") and mark == "?"
-        options.update(dict([("action", "store_true")] if switch else [MARKS[mark]]))
-    parser.add_argument(name, **options)
+Commands = argparse._SubParsersAction  # what add_subparsers returns: add_parser adds a command
+
+
+def command(commands: Commands[Parser], name: str, text: str, example: str) -> Parser:
+    """A command: `text` is its line in the list and its description, `example` a command line."""
+    parser = commands.add_parser(name, help=text, description=text, epilog=f"example: vps.py {example}")
+    # --json after the command too, without resetting one given before it
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the hub's JSON")
+    return parser
+
+
+def group(
+    commands: Commands[Parser], name: str, text: str, run: Callable[[Client, Args], int]
+) -> Commands[Parser]:
+    """A group of commands (`vps.py tasks claim`): `run` runs each of them, by args.action."""
+    parser = commands.add_parser(name, help=text, description=text)
+    parser.set_defaults(run=run)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def for_worker(parser: Parser) -> None:
+    """Which worker acts: by default this session's."""
+    parser.add_argument("--worker", type=int)
+    parser.add_argument("--session")
+
+
+def with_lease(parser: Parser) -> None:
+    """The task's id and the lease token of its claim."""
+    parser.add_argument("id", type=int)
+    parser.add_argument("--lease-token", required=True)
 
 
 def build_parser() -> Parser:
+    """Every command and its arguments. A new command is one more `command(...)` here, with a
+    `run` function (set_defaults) that takes the client and the parsed arguments."""
     main = Parser(prog="vps.py", description="The hub's REST API on the command line.")
     main.add_argument("--json", action="store_true", help="print the hub's JSON answer")
-    common = Parser(add_help=False)  # --json after the command too, without resetting one before it
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the hub's JSON")
-    subparsers = {"": main.add_subparsers(dest="command", required=True, metavar="COMMAND")}
-    for command, (text, example, arguments) in COMMANDS.items():
-        group, _, action = command.rpartition(" ")
-        if group not in subparsers:
-            parent = subparsers[""].add_parser(group, help=GROUPS[group], description=GROUPS[group])
-            subparsers[group] = parent.add_subparsers(dest="action", required=True, metavar="ACTION")
-        sub = subparsers[group].add_parser(action, help=text, description=text, parents=[common],
-                                           epilog=f"example: vps.py {example}")  # fmt: skip
-        sub.set_defaults(run=RUNS[command.split()[0]])
-        for spec in arguments.split():
-            add_argument(sub, spec)
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    status = command(
+        commands, "status", "progress, stuck and unclaimable tasks, workers and the plan", "status"
+    )
+    status.set_defaults(run=run_status)
+
+    plan = group(commands, "plan", "the goal and master plan", run_plan)
+    command(plan, "show", "print the goal and the plan", "plan show")
+    plan_set = command(
+        plan,
+        "set",
+        "replace the plan with markdown from stdin or --file; the goal stays unless --goal",
+        "plan set < plan.md",
+    )
+    plan_set.add_argument("--goal")
+    plan_set.add_argument("--file")
+
+    tasks = group(commands, "tasks", "the task queue", run_tasks)
+    listed = command(
+        tasks,
+        "list",
+        "one page of tasks in id order; --status takes states, comma-separated",
+        "tasks list --status ready,claimed",
+    )
+    listed.add_argument("--status", action="append")
+    listed.add_argument("--worker", type=int)
+    listed.add_argument("--cursor")
+    listed.add_argument("--limit", type=int)
+    show_task = command(tasks, "show", "one task with its instructions", "tasks show 42")
+    show_task.add_argument("id", type=int)
+    create = command(
+        tasks,
+        "create",
+        "create tasks from JSON on stdin or --file: a task, a list, or {tasks: [...]}",
+        "tasks create --idempotency-key batch-1 < tasks.json",
+    )
+    create.add_argument("--file")
+    create.add_argument("--idempotency-key")
+    claim = command(
+        tasks,
+        "claim",
+        "claim the best ready task for this session's worker, waiting up to --wait seconds",
+        "tasks claim --wait 60",
+    )
+    claim.add_argument("--wait", type=float)
+    claim.add_argument("--capabilities")
+    for_worker(claim)
+    extend = command(tasks, "heartbeat", "extend the lease", "tasks heartbeat 42 --lease-token T")
+    with_lease(extend)
+    complete = command(
+        tasks,
+        "complete",
+        "mark the task done; --result: what changed, how it was verified",
+        "tasks complete 42 --lease-token T --result R",
+    )
+    with_lease(complete)
+    complete.add_argument("--result")
+    fail = command(
+        tasks,
+        "fail",
+        "report that the task cannot be done as written, and why",
+        "tasks fail 42 --lease-token T --reason R",
+    )
+    with_lease(fail)
+    fail.add_argument("--reason", required=True)
+    release = command(tasks, "release", "give the task back to the queue", "tasks release 42 --lease-token T")
+    with_lease(release)
+    cancel = command(tasks, "cancel", "cancel a task (admin key)", "tasks cancel 42")
+    cancel.add_argument("id", type=int)
+
+    workers = group(commands, "workers", "worker sessions", run_workers)
+    register = command(
+        workers,
+        "register",
+        "register this session as a worker; --capabilities a,b (default: the role's)",
+        "workers register --role backend",
+    )
+    register.add_argument("--session")
+    register.add_argument("--role", required=True)
+    register.add_argument("--capabilities")
+    all_workers = command(workers, "list", "all workers, or the one of --session", "workers list")
+    all_workers.add_argument("--session")
+    me = command(
+        workers, "me", "this session's worker and the tasks it holds, with their lease tokens", "workers me"
+    )
+    me.add_argument("--session")
+    show_worker = command(workers, "show", "one worker (default: this session's)", "workers show 3")
+    show_worker.add_argument("id", nargs="?", type=int)
+    show_worker.add_argument("--session")
+    beat = command(
+        workers, "heartbeat", "record that the worker (default: this session's) is alive", "workers heartbeat"
+    )
+    beat.add_argument("id", nargs="?", type=int)
+    beat.add_argument("--session")
+    deregister = command(
+        workers,
+        "deregister",
+        "stop the worker (default: this session's); its tasks go back to the queue",
+        "workers deregister 3",
+    )
+    deregister.add_argument("id", nargs="?", type=int)
+    deregister.add_argument("--session")
+
+    messages = group(commands, "messages", "messages and discoveries", run_messages)
+    send = command(
+        messages,
+        "send",
+        "send TEXT (- reads stdin) to a worker id, role:NAME, coordinator or all",
+        "messages send --to all --kind discovery 'X is Y'",
+    )
+    send.add_argument("text")
+    send.add_argument("--to", required=True)
+    send.add_argument("--kind", choices=["message", "discovery"])
+    send.add_argument("--from")
+    read = command(
+        messages,
+        "read",
+        "messages after --cursor for worker:ID, coordinator or all (default: the session's)",
+        "messages read --cursor 12",
+    )
+    read.add_argument("--for")
+    read.add_argument("--cursor")
+    read.add_argument("--limit", type=int)
+
+    files = group(commands, "files", "workspace files", run_files)
+    ls = command(
+        files,
+        "ls",
+        "list a directory (default: the root), or with --glob every path below it that matches",
+        "files ls src/",
+    )
+    ls.add_argument("path", nargs="?")
+    ls.add_argument("--glob")
+    ls.add_argument("--limit", type=int)
+    cat = command(files, "cat", "print a file; its ETag goes to stderr", "files cat src/app.py")
+    cat.add_argument("path")
+    put = command(
+        files,
+        "put",
+        "write stdin (or --file) to a file: replace the version --etag names (from files cat), "
+        "else create it; --etag '*' --force replaces whatever is there",
+        'files put a.py --etag "$ETAG" < a.py',
+    )
+    put.add_argument("path")
+    put.add_argument("--etag")
+    put.add_argument("--file")
+    put.add_argument("--force", action="store_true")
+    for_worker(put)
+    edit = command(
+        files,
+        "edit",
+        "replace the exact text --old, found once (or every time: --all), by --new",
+        "files edit a.py --old 'x = 1' --new 'x = 2'",
+    )
+    edit.add_argument("path")
+    edit.add_argument("--old", required=True)
+    edit.add_argument("--new", required=True)
+    edit.add_argument("--all", action="store_true")
+    edit.add_argument("--etag")
+    for_worker(edit)
+    rm = command(files, "rm", "delete a file or an empty directory", "files rm src/unused.py")
+    rm.add_argument("path")
+    rm.add_argument("--etag")
+    for_worker(rm)
+    mv = command(
+        files,
+        "mv",
+        "move a file or directory; --overwrite replaces a file at TO",
+        "files mv src/a.py src/b.py",
+    )
+    mv.add_argument("from")
+    mv.add_argument("to")
+    mv.add_argument("--overwrite", action="store_true")
+    for_worker(mv)
+    grep = command(
+        files,
+        "grep",
+        "lines matching a Python regular expression (--fixed: plain text) below PATH",
+        "files grep 'def main' src/",
+    )
+    grep.add_argument("pattern")
+    grep.add_argument("path", nargs="?")
+    grep.add_argument("--glob")
+    grep.add_argument("--ignore-case", action="store_true")
+    grep.add_argument("--fixed", action="store_true")
+    grep.add_argument("--max", type=int)
+
+    reserve = command(
+        commands,
+        "reserve",
+        "reserve paths for this session's worker: exclusive unless --shared, for "
+        "--ttl seconds (default 900) or until --task ends",
+        'reserve "src/app/*.py"',
+    )
+    reserve.add_argument("globs", nargs="+")
+    reserve.add_argument("--shared", action="store_true")
+    reserve.add_argument("--ttl", type=float)
+    reserve.add_argument("--task", type=int)
+    for_worker(reserve)
+    reserve.set_defaults(run=run_reserve)
+    unreserve = command(commands, "unreserve", "release this session's worker's reservations", "unreserve 7")
+    unreserve.add_argument("ids", nargs="+", type=int)
+    for_worker(unreserve)
+    unreserve.set_defaults(run=run_reserve)
+
+    execute = command(
+        commands,
+        "exec",
+        "run -- ARGV... or --shell LINE in the workspace (or --cwd); --task and "
+        "--lease-token keep its lease alive",
+        "exec -- pytest -q",
+    )
+    execute.add_argument("argv", nargs=argparse.REMAINDER)
+    execute.add_argument("--shell")
+    execute.add_argument("--cwd")
+    execute.add_argument("--timeout", type=float)
+    execute.add_argument("--env", action="append")
+    execute.add_argument("--task", type=int)
+    execute.add_argument("--lease-token")
+    execute.set_defaults(run=run_exec)
     return main
 
 
-RUNS: dict[str, Callable[[Client, Args], int]] = {
-    "status": run_status, "plan": run_plan, "tasks": run_tasks, "workers": run_workers,
-    "messages": run_messages, "files": run_files, "reserve": run_reserve, "unreserve": run_reserve,
-    "exec": run_exec,
-}  # fmt: skip
-
-
-# Options that take a value, which may start with "-": a lease token, a line of a markdown list.
-VALUED = {word.split(":")[0].rstrip("!*") for _, _, spec in COMMANDS.values() for word in spec.split()
-          if word.startswith("--") and not word.split(":")[0].endswith("?")}  # fmt: skip
-
-
-def glued(argv: list[str]) -> list[str]:
-    """`--option VALUE` as `--option=VALUE` (up to a `--`): argparse takes "-x" for an option."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in VALUED and "--" not in out:
-            out[-1] += f"={arg}"
-        else:
-            out.append(arg)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(glued(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
     try:
         return int(args.run(Client.from_env(), args))
     except HubError as error:

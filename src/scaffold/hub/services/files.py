@@ -1,10 +1,8 @@
 """The workspace's files: list, read, write, edit, delete, move and grep, confined to the root.
 
-**Confinement.** Every path is relative to the workspace root and passes `globs.parts_of` first
-(no absolute path, `..`, NUL, control character, backslash, percent-encoded separator, name of
-only dots, or `.git` segment). Then it is resolved one name at a time: a symbolic link is
-followed only if what it resolves to is inside the root and outside `.git`; anything else is
-refused (403 `path_refused`) before anything on disk changes. Only regular files and directories
+**Confinement.** Every path goes through `scaffold.hub.paths.confine` (the rules are written
+there once, for files and commands alike); anything it refuses is a 403 `path_refused` before
+anything on disk changes. Only regular files and directories
 are read or written: a FIFO, socket or device is refused too, and opened never. Walks (list,
 grep) do not follow symbolic links and skip every `.git`. Every change runs under one lock, so
 no change of the file API can swap a directory for a link while another one is checking it.
@@ -36,63 +34,30 @@ import os
 import secrets
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from scaffold.hub.errors import (
     Conflict,
-    HubError,
     InvalidRequest,
-    NotFound,
     PathRefused,
     PayloadTooLarge,
     StaleFile,
 )
-from scaffold.hub.globs import glob_of, matches, parts_of
+from scaffold.hub.globs import glob_of, matches
+from scaffold.hub.paths import NOT_THERE, Target, confine, path_error
 from scaffold.hub.patterns import LinePattern
 from scaffold.hub.reservations import Reservations
+from scaffold.hub.search import Found, read_all, search
 from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.base import Store
 from scaffold.hub.types import Clock
+from scaffold.hub.walk import Entry, Kind, kind_name, kind_of, walk
 
-Kind = Literal["file", "dir", "symlink", "other"]
 Audit = Callable[[str, str | None, dict[str, object]], object]
 """Records a change: (event type, actor, data)."""
 
-BINARY_PROBE = 8192  # bytes looked at for a NUL
-GREP_SECONDS = 10.0
-MAX_LINE_TEXT = 500  # characters of a matching line given back
-MAX_SCAN = 200_000  # directory entries one list or grep looks at, at most
-SHARE_GIL_EVERY = 64  # entries a walk reads between two hand-overs of the GIL (see _Walk)
-_NOT_THERE = (errno.ENOENT, errno.ENOTDIR)
-_KIND_NAMES = {
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-    stat.S_IFDIR: "directory",
-    stat.S_IFLNK: "symbolic link",
-}
-
-
-@dataclass(frozen=True)
-class Target:
-    """A path checked to lie inside the workspace."""
-
-    path: str  # normalized as asked; "" is the root
-    real: Path  # absolute, every symbolic link resolved
-    rel: str  # `real` relative to the root: reservations are checked on both names
-    entry: Path  # the directory entry itself: `real`, or the link when the last name is one
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str
-    type: Kind
-    size: int | None
 
 
 @dataclass(frozen=True)
@@ -128,23 +93,6 @@ class Moved:
     source: str
     destination: str
     type: Kind
-
-
-@dataclass(frozen=True)
-class Match:
-    path: str
-    line: int
-    column: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Found:
-    matches: list[Match]
-    truncated: bool
-    files_searched: int
-    files_skipped: int
-    bytes_searched: int
 
 
 def etag_of(content: bytes) -> str:
@@ -197,39 +145,7 @@ class Workspace:
     # -- confinement ----------------------------------------------------------------------
 
     def resolve(self, path: str, *, root_ok: bool = False) -> Target:
-        """Where `path` leads, or PathRefused; one name at a time, so no step leaves the root."""
-        parts = parts_of(path)
-        shown = repr(path[:200])
-        if not parts and not root_ok:
-            raise PathRefused("the path is empty; name a file relative to the workspace root")
-        root = self.root
-        current, entry = root, root
-        for index, name in enumerate(parts):
-            candidate = current / name
-            try:
-                mode = candidate.lstat().st_mode
-            except OSError as error:
-                if error.errno not in _NOT_THERE:
-                    raise _os_error(error, path) from None
-                current = entry = candidate.joinpath(*parts[index + 1 :])  # nothing there: no links
-                break
-            entry = candidate
-            if stat.S_ISLNK(mode):
-                current = Path(os.path.realpath(candidate))
-                if not current.is_relative_to(root):
-                    raise PathRefused(
-                        f"{shown} leads outside the workspace through the symbolic link {name!r}"
-                    )
-                if current.is_symlink():  # realpath gives up on a loop and returns a link
-                    raise PathRefused(f"{shown} goes through a loop of symbolic links at {name!r}")
-            else:
-                current = candidate
-        rel = current.relative_to(root).as_posix() if current != root else ""
-        if any(part.casefold() == ".git" for part in rel.split("/")):
-            raise PathRefused(
-                f"{shown} leads into .git through a symbolic link; the file API never touches it"
-            )
-        return Target("/".join(parts), current, rel, entry)
+        return confine(self.root, path, root_ok=root_ok)
 
     def _guard(self, target: Target, writer: int | None, *, within: bool = False) -> None:
         if self.reservations is not None:
@@ -245,7 +161,7 @@ class Workspace:
         """The file's bytes and ETag."""
         target = self.resolve(path)
         with self._open_file(target, path) as fd:
-            content = _read_all(fd, self.max_file_bytes)
+            content = read_all(fd, self.max_file_bytes)
         if len(content) > self.max_file_bytes:
             raise PayloadTooLarge(
                 f"{target.path} is over {self.max_file_bytes} bytes, the most the hub reads "
@@ -261,10 +177,10 @@ class Workspace:
             if stat.S_ISDIR(mode):
                 raise InvalidRequest(f"{target.path} is a directory, not a file")
             if not stat.S_ISREG(mode):
-                raise PathRefused(f"{target.path} is a {_kind_name(mode)}, not a regular file")
+                raise PathRefused(f"{target.path} is a {kind_name(mode)}, not a regular file")
             fd = os.open(target.real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as error:
-            raise _os_error(error, asked) from None
+            raise path_error(error, asked) from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # it changed since the lstat
                 raise PathRefused(f"{target.path} is not a regular file")
@@ -277,9 +193,9 @@ class Workspace:
         try:
             target.real.lstat()
         except OSError as error:
-            if error.errno in _NOT_THERE:
+            if error.errno in NOT_THERE:
                 return None
-            raise _os_error(error, asked) from None
+            raise path_error(error, asked) from None
         with self._open_file(target, asked) as fd:
             digest = hashlib.sha256()
             while chunk := os.read(fd, 1 << 20):
@@ -294,20 +210,20 @@ class Workspace:
         try:
             mode = target.real.lstat().st_mode
         except OSError as error:
-            raise _os_error(error, path) from None
+            raise path_error(error, path) from None
         if stat.S_ISREG(mode):
             return Listing([Entry(target.path, "file", target.real.lstat().st_size)], False)
         if not stat.S_ISDIR(mode):
-            raise PathRefused(f"{target.path} is a {_kind_name(mode)}, not a file or directory")
+            raise PathRefused(f"{target.path} is a {kind_name(mode)}, not a file or directory")
         entries: list[Entry] = []
-        walk = _walk(target.real, target.path, recursive=pattern is not None)
-        for entry, below, _ in walk:
+        entries_below = walk(target.real, target.path, recursive=pattern is not None)
+        for entry, below, _ in entries_below:
             if pattern is not None and not matches(pattern, below):
                 continue
             if len(entries) == limit:
                 return Listing(entries, True)
             entries.append(entry)
-        return Listing(entries, walk.truncated)
+        return Listing(entries, entries_below.truncated)
 
     def grep(
         self,
@@ -325,60 +241,9 @@ class Workspace:
         target = self.resolve(path, root_ok=True)
         only = glob_of(glob) if glob else None
         budget = min(max_bytes or self.grep_max_bytes, self.grep_max_bytes)
-        deadline = time.monotonic() + GREP_SECONDS
-        found: list[Match] = []
-        searched = skipped = read = 0
-        try:
-            mode = target.real.lstat().st_mode
-        except OSError as error:
-            raise _os_error(error, path) from None
-        if stat.S_ISREG(mode):
-            files: Iterator[tuple[Entry, str, Path]] | _Walk = iter(
-                [(Entry(target.path, "file", None), "", target.real)]
-            )
-        elif stat.S_ISDIR(mode):
-            files = _walk(target.real, target.path, recursive=True)
-        else:
-            raise PathRefused(f"{target.path} is a {_kind_name(mode)}, not a file or directory")
-        for entry, below, real in files:
-            if entry.type != "file" or (only is not None and not matches(only, below)):
-                continue
-            if time.monotonic() > deadline:
-                return Found(found, True, searched, skipped, read)
-            content = self._probe(real)
-            if content is None:
-                skipped += 1
-                continue
-            if read + len(content) > budget:
-                return Found(found, True, searched, skipped, read)
-            read += len(content)
-            searched += 1
-            for hit in regex.search(content):
-                if len(found) == max_matches:
-                    return Found(found, True, searched, skipped, read)
-                line = hit.line
-                start = max(0, hit.column - 101) if len(line) > MAX_LINE_TEXT else 0
-                text = line[start : start + MAX_LINE_TEXT].removesuffix("\r")
-                found.append(Match(entry.path, hit.number, hit.column, text))
-        return Found(found, isinstance(files, _Walk) and files.truncated, searched, skipped, read)
-
-    def _probe(self, real: Path) -> bytes | None:
-        """A text file's bytes for grep; None for a binary, huge or vanished one."""
-        try:
-            mode = real.lstat()
-            if not stat.S_ISREG(mode.st_mode) or mode.st_size > self.max_file_bytes:
-                return None
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            content = _read_all(fd, self.max_file_bytes)
-        finally:
-            os.close(fd)
-        huge_or_binary = len(content) > self.max_file_bytes or b"\x00" in content[:BINARY_PROBE]
-        return None if huge_or_binary else content
+        return search(
+            target, regex, only, max_matches=max_matches, max_bytes=budget, max_file_bytes=self.max_file_bytes
+        )
 
     # -- changing -------------------------------------------------------------------------
 
@@ -426,7 +291,7 @@ class Workspace:
             target = self.resolve(path)
             self._guard(target, writer)
             with self._open_file(target, path) as fd:
-                before = _read_all(fd, self.max_file_bytes)
+                before = read_all(fd, self.max_file_bytes)
             self._check_size(path, len(before))
             if if_match is not None:
                 _preconditions(target.path, etag_of(before), if_match, None)
@@ -464,10 +329,10 @@ class Workspace:
             try:
                 mode = target.entry.lstat().st_mode
             except OSError as error:
-                raise _os_error(error, path) from None
-            kind = _kind(mode)
+                raise path_error(error, path) from None
+            kind = kind_of(mode)
             if kind == "other":
-                raise PathRefused(f"{target.path} is a {_kind_name(mode)}, not a regular file or directory")
+                raise PathRefused(f"{target.path} is a {kind_name(mode)}, not a regular file or directory")
             self._guard(target, writer, within=kind == "dir")
             if if_match is not None:
                 if kind != "file":
@@ -479,7 +344,7 @@ class Workspace:
                 else:
                     target.entry.unlink()
             except OSError as error:
-                raise _os_error(error, path) from None
+                raise path_error(error, path) from None
             _sync_directory(target.entry.parent)
         self._event("file.deleted", actor, path=target.path, worker_id=writer, type=kind)
         return Deleted(target.path, kind)
@@ -500,12 +365,12 @@ class Workspace:
             try:
                 mode = src.entry.lstat().st_mode
             except OSError as error:
-                raise _os_error(error, source) from None
+                raise path_error(error, source) from None
             if stat.S_ISLNK(mode):
                 raise PathRefused(f"{src.path} is a symbolic link; the file API does not move links")
-            kind = _kind(mode)
+            kind = kind_of(mode)
             if kind == "other":
-                raise PathRefused(f"{src.path} is a {_kind_name(mode)}, not a regular file or directory")
+                raise PathRefused(f"{src.path} is a {kind_name(mode)}, not a regular file or directory")
             if src.real == dst.real:
                 raise InvalidRequest(f"{src.path} and {dst.path} are the same path")
             if kind == "dir" and dst.real.is_relative_to(src.real):
@@ -515,13 +380,13 @@ class Workspace:
             try:
                 there = dst.entry.lstat().st_mode
             except OSError as error:
-                if error.errno not in _NOT_THERE:
-                    raise _os_error(error, destination) from None
+                if error.errno not in NOT_THERE:
+                    raise path_error(error, destination) from None
             else:
                 if stat.S_ISLNK(there):
                     raise PathRefused(f"{dst.path} is a symbolic link; move to another name")
-                if _kind(there) == "other":
-                    raise PathRefused(f"{dst.path} is a {_kind_name(there)}, not a regular file or directory")
+                if kind_of(there) == "other":
+                    raise PathRefused(f"{dst.path} is a {kind_name(there)}, not a regular file or directory")
                 if not overwrite:
                     raise Conflict(f"{dst.path} exists; set overwrite to replace it")
                 if kind == "dir" or not stat.S_ISREG(there):
@@ -530,7 +395,7 @@ class Workspace:
             try:
                 src.real.replace(dst.real)
             except OSError as error:
-                raise _os_error(error, destination) from None
+                raise path_error(error, destination) from None
             _sync_directory(src.real.parent)
             _sync_directory(dst.real.parent)
         self._event("file.moved", actor, path=src.path, to=dst.path, worker_id=writer, type=kind)
@@ -549,8 +414,8 @@ class Workspace:
         try:
             existing = target.real.lstat()
         except OSError as error:
-            if error.errno not in _NOT_THERE:
-                raise _os_error(error, asked) from None
+            if error.errno not in NOT_THERE:
+                raise path_error(error, asked) from None
             mode = None
         else:
             if stat.S_ISDIR(existing.st_mode):
@@ -563,7 +428,7 @@ class Workspace:
                 temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
             )
         except OSError as error:
-            raise _os_error(error, asked) from None
+            raise path_error(error, asked) from None
         try:
             try:
                 if mode is not None:
@@ -579,77 +444,9 @@ class Workspace:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             if isinstance(error, OSError):
-                raise _os_error(error, asked) from None
+                raise path_error(error, asked) from None
             raise
         _sync_directory(directory)
-
-
-class _Walk:
-    """Entries below a directory in name order, without following links or entering .git:
-    (entry, its path relative to the walked directory, its real path). `truncated` once more
-    than MAX_SCAN were seen."""
-
-    def __init__(self, real: Path, path: str, recursive: bool) -> None:
-        self.truncated = False
-        self._stack = [(real, path, "")]
-        self._recursive = recursive
-        self._seen = 0
-
-    def __iter__(self) -> Iterator[tuple[Entry, str, Path]]:
-        while self._stack:
-            real, path, below = self._stack.pop()
-            try:
-                with os.scandir(real) as listing:
-                    children = sorted(listing, key=lambda child: child.name)
-            except OSError:  # vanished, or unreadable: nothing to list there
-                continue
-            subdirectories = []
-            for child in children:
-                if child.name.casefold() == ".git":
-                    continue
-                self._seen += 1
-                if self._seen > MAX_SCAN:
-                    self.truncated = True
-                    return
-                if self._seen % SHARE_GIL_EVERY == 0:
-                    # Walks run in worker threads, yet CPython's own switching let a 20k-entry glob
-                    # hold the GIL for ~100 ms at a time (an event loop timer came that late); a
-                    # sleep(0) hands it over (p99 lateness 10 ms).
-                    time.sleep(0)
-                kind, size = _entry_kind(child)
-                child_path = f"{path}/{child.name}" if path else child.name
-                child_below = f"{below}/{child.name}" if below else child.name
-                yield Entry(child_path, kind, size), child_below, real / child.name
-                if kind == "dir" and self._recursive:
-                    subdirectories.append((real / child.name, child_path, child_below))
-            self._stack.extend(reversed(subdirectories))
-
-
-def _walk(real: Path, path: str, *, recursive: bool) -> _Walk:
-    return _Walk(real, path, recursive)
-
-
-def _entry_kind(child: os.DirEntry[str]) -> tuple[Kind, int | None]:
-    try:
-        info = child.stat(follow_symlinks=False)
-    except OSError:
-        return "other", None
-    kind = _kind(info.st_mode)
-    return kind, info.st_size if kind == "file" else None
-
-
-def _kind(mode: int) -> Kind:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-def _kind_name(mode: int) -> str:
-    return _KIND_NAMES.get(stat.S_IFMT(mode), "special file")
 
 
 def _make_parents(directory: Path, asked: str) -> None:
@@ -658,16 +455,7 @@ def _make_parents(directory: Path, asked: str) -> None:
     except OSError as error:
         if error.errno in (errno.EEXIST, errno.ENOTDIR):
             raise Conflict(f"{asked[:200]!r}: a file is in the way of a directory it needs") from None
-        raise _os_error(error, asked) from None
-
-
-def _read_all(fd: int, limit: int) -> bytes:
-    """The file's bytes, but no more than `limit` + 1 of them (it may grow while it is read)."""
-    chunks, size = [], 0
-    while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+        raise path_error(error, asked) from None
 
 
 def _sync_directory(directory: Path) -> None:
@@ -712,23 +500,3 @@ def _preconditions(path: str, current: str | None, if_match: str | None, if_none
             f"{path} exists; send If-Match with the ETag you read it with (If-Match: * replaces "
             "whatever it holds)"
         )
-
-
-def _os_error(error: OSError, path: str) -> HubError:
-    """An OSError as the hub error that says what was wrong with the path."""
-    shown = repr(path[:200])
-    code = error.errno
-    if code in _NOT_THERE:
-        return NotFound(f"{shown} does not exist in the workspace")
-    if code in (errno.ELOOP, errno.ENAMETOOLONG):
-        return PathRefused(f"{shown} cannot be resolved: {error.strerror}")
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PathRefused(f"the hub may not change {shown}: {error.strerror}")
-    if code in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.EXDEV, errno.EBUSY):
-        reason = {errno.ENOTEMPTY: "the directory is not empty; delete what it holds first",
-                  errno.EEXIST: "a file is in the way of a directory it needs",
-                  errno.EISDIR: "it is a directory"}.get(code or 0, error.strerror)  # fmt: skip
-        return Conflict(f"{shown}: {reason}")
-    if code == errno.EINVAL:
-        return InvalidRequest(f"{shown}: {error.strerror}")
-    raise error

@@ -30,6 +30,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaffold.errors import GitError
 from scaffold.hub.exec import minimal_environment
 from scaffold.hub.types import Task, Worker
 
@@ -59,10 +60,6 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             proc.kill()
             await proc.wait()
-
-
-class GitError(Exception):
-    """A git command failed, timed out or could not start."""
 
 
 @dataclass(frozen=True)

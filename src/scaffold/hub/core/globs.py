@@ -1,72 +1,20 @@
-"""Workspace paths and globs as text: the lexical rules, matching, and when two globs overlap.
+"""Workspace globs as text: matching, and when two globs overlap.
 
-A path is relative to the workspace root, `/`-separated. Before anything touches the disk it
-must pass `parts_of`: no absolute path, no `..`, no NUL or control character, no backslash, no
-percent-encoded `.` `/` `\\` or NUL (a sign of a path decoded once too few), no name made only
-of dots, and no `.git` segment at any depth (git itself refuses to track such paths; agents must
-not rewrite the history, or a nested repository's hooks, through the file API). Empty and `.`
-segments are dropped, so `./a//b` is `a/b`.
-
-Globs use the same rules, plus `*` (any characters but `/`), `?` (one character but `/`),
-`[abc]`, `[a-z]`, `[!abc]` within a segment, and `**` as a whole segment (any number of
-segments, none included). A glob matches paths, not what lies below them: `src/api/**` is the
-contents of `src/api`.
+Globs follow the path rules of `scaffold.hub.paths` (`parts_of`), plus `*` (any characters but
+`/`), `?` (one character but `/`), `[abc]`, `[a-z]`, `[!abc]` within a segment, and `**` as a
+whole segment (any number of segments, none included). A glob matches paths, not what lies below
+them: `src/api/**` is the contents of `src/api`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
 
-from scaffold.hub.errors import PathRefused
+from scaffold.errors import PathRefused
+from scaffold.hub.paths import normalize
 
-MAX_PATH = 4096
-MAX_NAME_BYTES = 255
 MAX_GLOB_SEGMENTS = 64
-_ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WILD = frozenset("*?[")
-
-
-def parts_of(text: str, what: str = "path") -> list[str]:
-    """The segments of a workspace path (or glob), or PathRefused saying what is wrong with it."""
-    shown = repr(text[:200])
-    if len(text) > MAX_PATH:
-        raise PathRefused(f"the {what} is longer than {MAX_PATH} characters")
-    if "\x00" in text:
-        raise PathRefused(f"the {what} {shown} holds a NUL byte")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PathRefused(f"the {what} {shown} is not valid Unicode text (a lone surrogate)") from None
-    if _CONTROL.search(text):
-        raise PathRefused(f"the {what} {shown} holds a control character")
-    if "\\" in text:
-        raise PathRefused(f"the {what} {shown} holds a backslash; separate directories with /")
-    if text.startswith("/"):
-        raise PathRefused(f"the {what} {shown} is absolute; give it relative to the workspace root")
-    if _ENCODED.search(text):
-        raise PathRefused(
-            f"the {what} {shown} holds a percent-encoded '.', '/', '\\' or NUL; send it decoded once"
-        )
-    parts = [part for part in text.split("/") if part not in ("", ".")]
-    for part in parts:
-        if part == "..":
-            raise PathRefused(f"the {what} {shown} climbs out with '..'; paths stay inside the workspace")
-        if set(part) == {"."}:
-            raise PathRefused(f"the {what} {shown} has the name {part!r}, made only of dots")
-        if part.casefold() == ".git":
-            raise PathRefused(
-                f"the {what} {shown} is inside a .git directory; the file API never touches git's history"
-            )
-        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
-            raise PathRefused(f"the {what} {shown} has a name longer than {MAX_NAME_BYTES} bytes")
-    return parts
-
-
-def normalize(text: str, what: str = "path") -> str:
-    """The canonical form of a path or glob: `./a//b` is `a/b`; the root is ``""``."""
-    return "/".join(parts_of(text, what))
 
 
 def glob_of(text: str) -> str:

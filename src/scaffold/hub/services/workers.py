@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sequence
-from typing import Any
+from functools import partial
 
+from scaffold.hub import lifecycle
 from scaffold.hub.errors import InvalidRequest, LeaseConflict, NotFound
-from scaffold.hub.store.base import Store, TaskFilter
+from scaffold.hub.store.base import Store
 from scaffold.hub.tasks import CAPABILITY, Queue
 from scaffold.hub.types import Clock, Task, Worker
 
@@ -46,7 +47,8 @@ class Workers:
         return self.store.touch_worker(worker_id, self.clock())
 
     def deregister(self, worker_id: int) -> Worker:
-        return self.store.stop_worker(worker_id, self.clock())
+        now = self.clock()
+        return self.store.stop_worker(worker_id, now, partial(lifecycle.worker_stopped, now=now))
 
     def status(self, worker: Worker) -> str:
         """`lost` when the worker was not heard from (a heartbeat or a claim) for
@@ -57,24 +59,20 @@ class Workers:
             return "lost"
         return "active" if worker.current_task is not None else "idle"
 
-    def view(self, worker: Worker) -> dict[str, Any]:
-        now = self.clock()
-        status = self.status(worker)
-        return {
-            "id": worker.id,
-            "session_id": worker.session_id,
-            "role": worker.role,
-            "capabilities": list(worker.capabilities),
-            "status": status,
-            "current_task": worker.current_task,
-            "registered_at": worker.registered_at,
-            "last_seen": worker.last_seen,
-            "idle_seconds": round(now - worker.idle_since, 3) if status == "idle" else 0.0,
-        }
+    # -- reading ------------------------------------------------------------------------
+
+    def get(self, worker_id: int) -> Worker:
+        return self.store.get_worker(worker_id)
+
+    def by_session(self, session_id: str) -> Worker | None:
+        return self.store.find_worker_by_session(session_id)
+
+    def all(self) -> list[Worker]:
+        return self.store.list_workers()
 
 
 def session_tasks(
-    store: Store, workers: Workers, queue: Queue, session_id: str, heartbeat: bool
+    workers: Workers, queue: Queue, session_id: str, heartbeat: bool
 ) -> tuple[Worker, list[Task]]:
     """The worker registered with a Claude Code session and the tasks it holds, leases included.
 
@@ -83,10 +81,10 @@ def session_tasks(
     records activity: the worker is touched and each held lease extended (a stopped worker is
     left as it is).
     """
-    worker = store.find_worker_by_session(session_id)
+    worker = workers.by_session(session_id)
     if worker is None:
         raise NotFound("no worker is registered for this session")
-    held = store.list_tasks(TaskFilter(states=("claimed",), worker_id=worker.id, limit=100))
+    held = queue.page(states=("claimed",), worker_id=worker.id, limit=100)
     if not heartbeat or worker.stopped_at is not None:
         return worker, held
     extended = []

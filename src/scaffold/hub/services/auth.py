@@ -80,6 +80,25 @@ class Authenticator:
             self._failures.popitem(last=False)
 
 
+class Keys:
+    """The API keys as an admin manages them: listed without their secrets, created, revoked."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def all(self) -> list[ApiKey]:
+        return self.store.list_keys()
+
+    def create(self, name: str, role: Role) -> tuple[ApiKey, str]:
+        """A new key made through the API: its record, and the key itself, which is shown once."""
+        key, hashed = new_key()
+        return self.store.add_key(name, role, hashed, "api", self.clock()), key
+
+    def revoke(self, name: str) -> ApiKey:
+        return self.store.revoke_key(name, self.clock())
+
+
 def _presented_key(headers: Mapping[str, str]) -> str | None:
     authorization = headers.get("authorization", "")
     scheme, _, value = authorization.partition(" ")

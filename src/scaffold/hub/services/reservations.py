@@ -27,12 +27,9 @@ from pathlib import Path
 
 from scaffold.hub.errors import InvalidRequest, Reserved
 from scaffold.hub.globs import glob_of, is_literal, matches, matches_within
+from scaffold.hub.limits import DEFAULT_TTL, MAX_GLOBS, MAX_TTL
 from scaffold.hub.store.base import Store
 from scaffold.hub.types import Clock, Reservation
-
-DEFAULT_TTL = 900.0  # seconds
-MAX_TTL = 86_400.0
-MAX_GLOBS = 64
 
 
 class Reservations:
@@ -96,13 +93,6 @@ class Reservations:
             for path in paths:
                 if (matches_within if within else matches)(held.pattern, path):
                     raise Reserved(f"{path or 'the workspace root'} is reserved: {held.holder(now)}")
-
-
-def view(reservation: Reservation) -> dict[str, object]:
-    return {"id": reservation.id, "worker_id": reservation.worker_id, "role": reservation.role,
-            "glob": reservation.pattern, "exclusive": reservation.exclusive,
-            "task_id": reservation.task_id, "created_at": reservation.created_at,
-            "expires_at": reservation.expires_at}  # fmt: skip
 
 
 def _ttl(seconds: float) -> float:

@@ -26,7 +26,8 @@ from scaffold import __version__
 from scaffold.hub.api import ENDPOINTS
 from scaffold.hub.auth import ROLE_RANK, Authenticator
 from scaffold.hub.errors import HubError
-from scaffold.hub.http import MAX_ID, openapi
+from scaffold.hub.http import openapi
+from scaffold.hub.limits import MAX_ID
 from scaffold.hub.schemas import COMPONENTS
 from scaffold.hub.settings import _FIELDS, HubSettings
 from scaffold.hub.tasks import TRANSITIONS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaffold.hub.tasks import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
+from scaffold.hub.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
 from scaffold.hub.types import TASK_STATES
 
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}

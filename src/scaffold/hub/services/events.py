@@ -119,6 +119,21 @@ class EventBus:
         wake(woken)
 
 
+class Events:
+    """The event log as clients read it: the id of the newest event, and a live stream."""
+
+    def __init__(self, store: Store, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+
+    def newest(self) -> int:
+        """Read from the store: another process may have appended events the bus never heard of."""
+        return self.store.last_event_id()
+
+    def stream(self, after_id: int) -> AsyncIterator[str]:
+        return stream(self.store, self.bus, after_id)
+
+
 def format_event(event: Event) -> str:
     payload = {
         "id": event.id,

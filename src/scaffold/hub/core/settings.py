@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scaffold.errors import ScaffoldError
+from scaffold.errors import ConfigError
 from scaffold.hub.schemas import KEY_NAME as KEY_NAME_SCHEMA
 from scaffold.hub.types import ROLES, Role
 
@@ -23,10 +23,6 @@ SANDBOXES = ("bubblewrap", "none")
 LIVENESS_BEAT_SECONDS = 15.0
 """A worker session's watcher tells the hub it is alive this often (the template's hooks hold the
 same number; tests/test_liveness.py checks they agree)."""
-
-
-class ConfigError(ScaffoldError):
-    """hub.toml is missing, malformed, or holds a value of the wrong kind."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fastjsonschema
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scaffold.hub.container import Services
 from scaffold.hub.errors import (
     HubError,
     InvalidRequest,
@@ -30,13 +31,11 @@ from scaffold.hub.errors import (
     PayloadTooLarge,
     TooManyRequests,
 )
+from scaffold.hub.limits import MAX_ID
 from scaffold.hub.types import ApiKey, Role
-
-if TYPE_CHECKING:
-    from scaffold.hub.app import Hub
+from scaffold.hub.views import dumps_sharing_gil, validated
 
 log = logging.getLogger("scaffold.hub")
-MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger id in a path is simply not found
 # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses or reads.
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -50,7 +49,7 @@ takes a few hundred ms, which every other request would wait for on the event lo
 class Call:
     """What a handler gets: the validated request and the hub's services."""
 
-    hub: Hub
+    services: Services
     request: Request
     key: ApiKey | None
     body: Any
@@ -89,17 +88,6 @@ class Endpoint:
     raw_body: bool = False  # the body is bytes (application/octet-stream), given as is in `call.body`
 
 
-def dumps_sharing_gil(value: Any, *, sort_keys: bool = False, ensure_ascii: bool = False) -> str:
-    """JSON text as JSONResponse writes it, made by json's pure-Python encoder.
-
-    For a large value in a worker thread: the C encoder writes a whole document in one call that
-    holds the GIL (tens of ms for a few MB), which stops the event loop as surely as running on it.
-    """
-    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, allow_nan=False, separators=(",", ":"),
-                               sort_keys=sort_keys)  # fmt: skip
-    return "".join(encoder.iterencode(value))  # not one-shot: the pure-Python generator
-
-
 class LargeJSONResponse(JSONResponse):
     """A JSONResponse to build in a worker thread (see dumps_sharing_gil)."""
 
@@ -114,7 +102,7 @@ def error_response(error: HubError) -> JSONResponse:
     )
 
 
-def route(hub: Hub, endpoint: Endpoint) -> Route:
+def route(services: Services, endpoint: Endpoint) -> Route:
     """A Starlette route that authenticates, validates and calls the endpoint's handler."""
     validate_body = _body_validator(endpoint.body) if endpoint.body is not None else None
     validate_query = {name: fastjsonschema.compile(param.schema) for name, param in endpoint.query.items()}
@@ -125,7 +113,7 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
             key = None
             if endpoint.role is not None:
                 address = request.client.host if request.client else "unknown"
-                key = hub.auth.authenticate(request.headers, address, endpoint.role)
+                key = services.auth.authenticate(request.headers, address, endpoint.role)
             ids = {name: _parse_id(name, request.path_params[name]) for name in id_names}
             query = _parse_query(request, endpoint.query, validate_query)
             body = None
@@ -133,7 +121,7 @@ def route(hub: Hub, endpoint: Endpoint) -> Route:
                 body = await _read_bytes(request)
             elif validate_body is not None:
                 body = await _read_json(request, validate_body)
-            return await endpoint.handler(Call(hub, request, key, body, query, ids))
+            return await endpoint.handler(Call(services, request, key, body, query, ids))
         except HubError as error:
             return error_response(error)
 
@@ -184,7 +172,7 @@ def _parsed(raw: bytes, validate: Callable[[Any], Any], decoder: json.JSONDecode
         raise MalformedJSON("the request body holds a lone surrogate (\\ud800-\\udfff) in a string") from None
     except RecursionError:
         raise MalformedJSON("the request body nests arrays or objects too deeply") from None
-    return _validated(validate, value, "body")
+    return validated(validate, value, "body")
 
 
 def _number(text: str) -> int | float:
@@ -237,17 +225,6 @@ def _body_validator(schema: dict[str, Any]) -> Callable[[Any], Any]:
     return validate_forms
 
 
-def _validated(validate: Callable[[Any], Any], value: Any, where: str) -> Any:
-    try:
-        return validate(value)
-    except fastjsonschema.JsonSchemaValueException as error:
-        # fastjsonschema names the value "data"; each message (or alternative) starts with it
-        message = re.sub(r"(^|; or )data", lambda found: found[1] + where, error.message)
-        raise InvalidRequest(message) from None
-    except (ValueError, TypeError, RecursionError) as error:  # pathological input
-        raise InvalidRequest(f"{where} is not acceptable: {error}") from None
-
-
 def _parse_id(name: str, text: str) -> int:
     if not _DIGITS.fullmatch(text) or not 0 < int(text) <= MAX_ID:
         raise NotFound(f"{name} must be a positive integer id, got {text!r}")
@@ -274,7 +251,7 @@ def _parse_query(
             raise InvalidRequest(f"query parameter {name!r} is given more than once")
         schema = param.schema["items"] if param.repeated else param.schema
         parsed = [_coerce(name, text, schema) for text in texts]
-        values[name] = _validated(validators[name], parsed if param.repeated else parsed[0], name)
+        values[name] = validated(validators[name], parsed if param.repeated else parsed[0], name)
     return values
 
 
@@ -341,8 +318,12 @@ class BodyLimit:
             if error is not too_large:
                 raise
             if answering:  # too late for a status; the connection just ends
-                log.warning("%s %s: the body passed %d bytes after the answer began",
-                            scope["method"], scope["path"], self.max_bytes)  # fmt: skip
+                log.warning(
+                    "%s %s: the body passed %d bytes after the answer began",
+                    scope["method"],
+                    scope["path"],
+                    self.max_bytes,
+                )
                 return
             await self.render(scope, too_large)(scope, receive, send)
 
@@ -358,15 +339,26 @@ def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any])
             "responses": {},
         }
         parameters = [
-            {"name": part[1:-1], "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
-            for part in endpoint.path.split("/") if part.startswith("{")
-        ]  # fmt: skip
+            {
+                "name": part[1:-1],
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            }
+            for part in endpoint.path.split("/")
+            if part.startswith("{")
+        ]
         for name, param in endpoint.query.items():
             parameters.append(
-                {"name": name, "in": "query", "required": param.required, "description": param.description,
-                 "schema": param.schema, **({"explode": True} if param.repeated else {})}
-            )  # fmt: skip
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": param.required,
+                    "description": param.description,
+                    "schema": param.schema,
+                    **({"explode": True} if param.repeated else {}),
+                }
+            )
         if parameters:
             operation["parameters"] = parameters
         if endpoint.raw_body:
@@ -385,12 +377,14 @@ def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any])
                 media = endpoint.content_type if status < 400 else "application/json"
                 response["content"] = {media: {"schema": schema}}
             operation["responses"][str(status)] = response
-        errors = {400: "Malformed request", 404: "Not found", 413: "Body too large",
-                  422: "Invalid request"}  # fmt: skip
+        errors = {400: "Malformed request", 404: "Not found", 413: "Body too large", 422: "Invalid request"}
         if endpoint.role is not None:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
-            errors |= {401: "Missing or wrong API key", 403: "The key's role may not do this",
-                       429: "Too many failed authentications"}  # fmt: skip
+            errors |= {
+                401: "Missing or wrong API key",
+                403: "The key's role may not do this",
+                429: "Too many failed authentications",
+            }
         for status, description in errors.items():
             operation["responses"].setdefault(
                 str(status),

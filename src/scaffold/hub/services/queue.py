@@ -1,7 +1,8 @@
-"""The task queue's rules: what may be created, who gets which task, leases and fencing.
+"""The task queue: what may be created, claims and their long polls, and each transition.
 
-The REST routes and the MCP tools both call `Queue`; the store does each change atomically.
-Time comes from an injected clock, so tests move it instead of sleeping.
+The REST routes and the MCP tools both call `Queue`. It checks what is created, then has each
+transition decided by the rules of `scaffold.hub.lifecycle` and applied atomically by the
+store. Time comes from an injected clock, so tests move it instead of sleeping.
 """
 
 from __future__ import annotations
@@ -13,36 +14,18 @@ import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
+from scaffold.hub import lifecycle
 from scaffold.hub.errors import HubError, InvalidRequest
+from scaffold.hub.lifecycle import TRANSITIONS as TRANSITIONS
+from scaffold.hub.lifecycle import ClaimRequest
+from scaffold.hub.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES
 from scaffold.hub.signals import Signal
-from scaffold.hub.store.base import ClaimRequest, Store
-from scaffold.hub.types import Clock, NewTask, Task
+from scaffold.hub.store.base import Store, TaskFilter
+from scaffold.hub.types import Clock, NewTask, Task, TaskState
 
 CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-MAX_BATCH = 1000
-"""Tasks in one request."""
-MAX_DEPENDENCIES = 1000
-"""Entries of one task's depends_on."""
-MAX_BATCH_DEPENDENCIES = 10_000
-"""Entries of depends_on in all the tasks of one request together. A batch is one transaction
-that holds the store's write lock: at these limits it takes about 0.15 s (1,000 tasks with 10
-dependencies each), where 1,000 x 1,000 took 10 s."""
-
-# The life of a task, as (from, to, when). docs/queue.md is generated from this table.
-TRANSITIONS: tuple[tuple[str, str, str], ...] = (
-    ("(new)", "ready", "created with no dependency left to finish"),
-    ("(new)", "blocked", "created with a dependency that is not done"),
-    ("blocked", "ready", "its last unfinished dependency is completed"),
-    ("ready", "claimed", "a claim picks it: the best ready task (highest priority, then "
-                         "oldest) whose required capabilities the worker has; a fresh lease"),
-    ("claimed", "claimed", "heartbeat with the lease token: the lease is extended"),
-    ("claimed", "done", "complete with the lease token (the same token again is a no-op)"),
-    ("claimed", "ready", "fail, or the lease expires, with attempts left (attempts + 1); "
-                         "or release, or the worker stops (no attempt used)"),
-    ("claimed", "dead", "fail, or the lease expires, on the last attempt"),
-    ("blocked, ready, claimed", "cancelled", "cancel (admin key); a holder's token goes stale"),
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -160,10 +143,9 @@ class Queue:
     def _run_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._batches.pop(loop, [])
         now = self.clock()
+        decide = partial(lifecycle.claim_for, lease_until=now + self.settings.lease_seconds, now=now)
         try:
-            outcomes = self.store.claim_batch(
-                [request for request, _ in batch], now + self.settings.lease_seconds, now
-            )
+            outcomes = self.store.claim_batch([request for request, _ in batch], decide, now)
         except Exception as error:  # noqa: BLE001 - handed to every claimer of the batch
             for _, result in batch:
                 if not result.done():
@@ -175,31 +157,43 @@ class Queue:
 
     def heartbeat(self, task_id: int, token: str) -> Task:
         now = self.clock()
-        return self.store.heartbeat(task_id, token, now + self.settings.lease_seconds, now)
+        lease_until = now + self.settings.lease_seconds
+        return self.store.transition(
+            task_id, partial(lifecycle.heartbeat, token=token, lease_until=lease_until, now=now), now
+        )[0]
 
     def complete(self, task_id: int, token: str, result: str) -> tuple[Task, bool]:
-        task, changed = self.store.complete(task_id, token, result, self.clock())
+        now = self.clock()
+        task, changed = self.store.transition(
+            task_id, partial(lifecycle.complete, token=token, result=result, now=now), now
+        )
         if changed:
             self.signal.notify()  # dependents may be ready now
         return task, changed
 
     def fail(self, task_id: int, token: str, error: str) -> Task:
-        task = self.store.fail(task_id, token, error, self.clock())
+        now = self.clock()
+        task, _ = self.store.transition(
+            task_id, partial(lifecycle.fail, token=token, error=error, now=now), now
+        )
         if task.state == "ready":
             self.signal.notify()
         return task
 
     def release(self, task_id: int, token: str) -> Task:
-        task = self.store.release(task_id, token, self.clock())
+        now = self.clock()
+        task, _ = self.store.transition(task_id, partial(lifecycle.release, token=token, now=now), now)
         self.signal.notify()
         return task
 
     def cancel(self, task_id: int, actor: str) -> Task:
-        return self.store.cancel(task_id, actor, self.clock())
+        now = self.clock()
+        return self.store.transition(task_id, partial(lifecycle.cancel, actor=actor, now=now), now)[0]
 
     def reap(self) -> list[Task]:
         """Return expired leases to the queue; the hub calls this every second."""
-        expired = self.store.reap(self.clock())
+        now = self.clock()
+        expired = self.store.reap(now, partial(lifecycle.expire, now=now))
         if any(task.state == "ready" for task in expired):
             self.signal.notify()
         return expired
@@ -208,6 +202,33 @@ class Queue:
         """Let every waiting claim return now (with no task)."""
         self.closing = True
         self.signal.notify()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, task_id: int) -> Task:
+        """NotFound if there is no such task."""
+        return self.store.get_task(task_id)
+
+    def page(
+        self,
+        states: Sequence[TaskState] = (),
+        worker_id: int | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks with id > after_id in these states (any when none), in id order, at most `limit`."""
+        return self.store.list_tasks(TaskFilter(tuple(states), worker_id, after_id, limit))
+
+    def counts(self) -> dict[TaskState, int]:
+        return self.store.count_tasks()
+
+    def stuck(self) -> list[int]:
+        """Blocked tasks with a dependency that can no longer finish (dead or cancelled)."""
+        return self.store.stuck_tasks()
+
+    def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(id, required capabilities) of every ready task that requires some, in id order."""
+        return self.store.ready_requirements()
 
 
 def _refuse_cycles(tasks: Sequence[NewTask], refs: dict[str, int]) -> None:

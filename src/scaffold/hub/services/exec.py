@@ -42,7 +42,7 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scaffold.hub.errors import (
@@ -51,14 +51,16 @@ from scaffold.hub.errors import (
     InvalidRequest,
     LeaseConflict,
     NotFound,
-    PathRefused,
     TooManyRequests,
 )
+from scaffold.hub.paths import confine
 from scaffold.hub.sandbox import Launch, Limits, Sandbox
 
 if TYPE_CHECKING:
-    from scaffold.hub.app import Hub
     from scaffold.hub.settings import HubSettings
+    from scaffold.hub.store.base import Store
+    from scaffold.hub.tasks import Queue
+    from scaffold.hub.types import Clock
 
 log = logging.getLogger("scaffold.hub")
 
@@ -114,22 +116,9 @@ class Outcome:
 
 
 def resolve_cwd(root: Path, cwd: str) -> Path:
-    """The directory `cwd` names inside the workspace root, after resolving symlinks."""
+    """The directory `cwd` names inside the workspace root, confined as the file API's paths are."""
     shown = repr(cwd[:200])
-    if "\x00" in cwd:
-        raise PathRefused(f"cwd {shown} holds a NUL character")
-    relative = PurePosixPath(cwd)
-    if relative.is_absolute():
-        raise PathRefused(f"cwd {shown} is absolute; give a path relative to the workspace root")
-    if ".." in relative.parts:
-        raise PathRefused(f"cwd {shown} contains '..'; give a path inside the workspace")
-    try:
-        base = root.resolve()
-        target = (base / relative).resolve()
-    except (OSError, RuntimeError) as error:  # a symlink loop
-        raise PathRefused(f"cwd {shown} cannot be resolved: {error}") from None
-    if not target.is_relative_to(base):
-        raise PathRefused(f"cwd {shown} resolves outside the workspace")
+    target = confine(root.resolve(), cwd, root_ok=True, what="cwd").real
     try:
         mode = target.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -396,13 +385,21 @@ def _group_alive(group: int) -> bool:
 # -- the request ---------------------------------------------------------------------------------
 
 
-async def execute(hub: Hub, request: Mapping[str, Any], actor: str) -> Outcome:
-    """Run the command a validated request describes (see api_exec.EXEC_BODY) and record it.
+async def execute(
+    request: Mapping[str, Any],
+    actor: str,
+    *,
+    settings: HubSettings,
+    executor: Executor,
+    queue: Queue,
+    store: Store,
+    clock: Clock,
+) -> Outcome:
+    """Run the command a validated request describes (see workspace_schemas.EXEC_BODY) and record it.
 
     Disabled (403) when exec is off; PathRefused, NotFound or InvalidRequest for a bad cwd,
     timeout, environment or lease pair; LeaseConflict (409) for a stale lease, before running.
     """
-    settings = hub.settings
     if not settings.exec_enabled:
         raise Disabled("running commands is switched off on this hub ([exec] enabled = false in hub.toml)")
     argv, shell = request.get("argv"), request.get("shell")
@@ -428,7 +425,7 @@ async def execute(hub: Hub, request: Mapping[str, Any], actor: str) -> Outcome:
     command = Command(
         argv=tuple(argv) if argv is not None else None,
         shell=shell,
-        cwd=resolve_cwd(hub.executor.root, cwd_text),
+        cwd=resolve_cwd(executor.root, cwd_text),
         timeout=float(timeout),
         env=dict(request.get("env", {})),
     )
@@ -436,31 +433,31 @@ async def execute(hub: Hub, request: Mapping[str, Any], actor: str) -> Outcome:
     if task_id is not None and token is not None:
         if not token.isascii():  # never one the hub gave out (and compare_digest refuses it)
             raise LeaseConflict(f"task {task_id}: this lease token is not its current lease")
-        hub.queue.heartbeat(task_id, token)  # a stale token: 409 now, before anything runs
-        keeper = asyncio.create_task(_keep_lease(hub, task_id, token))
+        queue.heartbeat(task_id, token)  # a stale token: 409 now, before anything runs
+        keeper = asyncio.create_task(_keep_lease(queue, task_id, token))
     try:
-        outcome = await hub.executor.run(command)
+        outcome = await executor.run(command)
     finally:
         if keeper is not None:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
     kind = "argv" if command.argv is not None else "shell"
-    hub.store.append_event(
-        "exec.ran", hub.clock(), actor=actor, **{kind: command.text()[:EVENT_TEXT]}, cwd=cwd_text,
+    store.append_event(
+        "exec.ran", clock(), actor=actor, **{kind: command.text()[:EVENT_TEXT]}, cwd=cwd_text,
         exit_code=outcome.exit_code, duration_seconds=outcome.duration_seconds,
         timed_out=outcome.timed_out, task_id=task_id,
     )  # fmt: skip
     return outcome
 
 
-async def _keep_lease(hub: Hub, task_id: int, token: str) -> None:
+async def _keep_lease(queue: Queue, task_id: int, token: str) -> None:
     """Heartbeat the task every lease/3 until cancelled, or until the lease is lost."""
-    interval = hub.queue.settings.lease_seconds / 3
+    interval = queue.settings.lease_seconds / 3
     while True:
         await asyncio.sleep(interval)
         try:
-            hub.queue.heartbeat(task_id, token)
+            queue.heartbeat(task_id, token)
         except HubError as error:
             log.warning("task %s: stopped keeping its lease during a command: %s", task_id, error.message)
             return
