@@ -22,9 +22,9 @@ from scaffold.wizard import NewProject, new_project
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from scaffold.hub.container import Services
+    from scaffold.hub.core.types import Clock, Role
+    from scaffold.hub.services.container import Services
     from scaffold.hub.store.sqlite import SQLiteStore
-    from scaffold.hub.types import Clock, Role
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -195,8 +195,8 @@ class Keys:
 
 
 def new_keys() -> Keys:
-    from scaffold.hub.auth import new_key
-    from scaffold.hub.types import ROLES
+    from scaffold.hub.core.types import ROLES
+    from scaffold.hub.services.auth import new_key
 
     made = {role: new_key() for role in ROLES}
     digests = tuple((f"{role}-key", role, made[role][1]) for role in ROLES)
@@ -233,7 +233,7 @@ class BuiltHub:
 
     @property
     def services(self) -> Services:
-        from scaffold.hub.container import Services
+        from scaffold.hub.services.container import Services
 
         hub = self.app.state.services
         assert isinstance(hub, Services)
@@ -257,8 +257,8 @@ def built_hub(
     each named ROLE-key) and `more_keys`, each (name, role, key); `settings` are other HubSettings
     fields. The store is closed on exit."""
     from scaffold.hub.app import create_app
-    from scaffold.hub.auth import digest
-    from scaffold.hub.settings import HubSettings
+    from scaffold.hub.core.settings import HubSettings
+    from scaffold.hub.services.auth import digest
     from scaffold.hub.store.sqlite import SQLiteStore
 
     keys = keys or new_keys()

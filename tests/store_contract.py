@@ -7,7 +7,7 @@ may look past `Store`: no SQL, no private attributes. The contract has two halve
 - `StorageContract`: what a store implements. Its records (keys, plan, tasks, workers,
   reservations, messages, events) and its primitives: a decided `Transition` applied atomically
   with its events, on the task as it is inside the write; the claim's pick of the best ready task.
-- `LifecycleContract`: the queue's rules (scaffold.hub.lifecycle), run over the store through
+- `LifecycleContract`: the queue's rules (scaffold.hub.core.lifecycle), run over the store through
   those primitives exactly as `Queue` runs them. A store writes no code for this half: it passes
   when its primitives keep the first half.
 """
@@ -20,11 +20,11 @@ from functools import partial
 
 import pytest
 
-from scaffold.hub import lifecycle
-from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound, Reserved
-from scaffold.hub.lifecycle import ClaimRequest, ClaimTerms, Transition
+from scaffold.errors import Conflict, InvalidRequest, LeaseConflict, NotFound, Reserved
+from scaffold.hub.core import lifecycle
+from scaffold.hub.core.lifecycle import ClaimRequest, ClaimTerms, Transition
+from scaffold.hub.core.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
 from scaffold.hub.store.base import Store, TaskFilter
-from scaffold.hub.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
 
 T0 = 1_000_000.0
 LEASE = 60.0

@@ -29,12 +29,12 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from scaffold import __version__
-from scaffold.hub import dashboard
-from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.container import Services
-from scaffold.hub.http import Endpoint, openapi
-from scaffold.hub.schemas import COMPONENTS
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.schemas import COMPONENTS
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.faces import dashboard
+from scaffold.hub.faces.rest.http import Endpoint, openapi
+from scaffold.hub.faces.rest.routes import ENDPOINTS
+from scaffold.hub.services.container import Services
 from tests.conftest import FakeClock, Keys, MakeHub
 
 DOC = openapi(ENDPOINTS, __version__, COMPONENTS)

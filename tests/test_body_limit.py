@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from scaffold.hub.api import ENDPOINTS
+from scaffold.hub.faces.rest.routes import ENDPOINTS
 from tests.hubproc import HOST, HubProcess, running_hub, write_config
 
 KEY = "body-limit-admin-key-0123456789abcdef"

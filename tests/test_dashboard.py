@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from scaffold.hub.api import ENDPOINTS
+from scaffold.hub.faces.rest.routes import ENDPOINTS
 from tests.conftest import REPO
 from tests.hubproc import HubProcess, running_hub, write_config
 
-DASHBOARD = REPO / "src/scaffold/hub/dashboard"
+DASHBOARD = REPO / "src/scaffold/hub/faces/dashboard"
 SHIM = REPO / "tests/js/dashboard_shim.mjs"
 AGENT, VIEWER = "agent-key-for-the-dashboard", "viewer-key-for-the-dashboard"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from scaffold.cli import _parser
-from scaffold.hub import apidoc
-from scaffold.hub.api import ENDPOINTS, healthz
-from scaffold.hub.http import Endpoint
+from scaffold.hub.faces import apidoc
+from scaffold.hub.faces.rest.http import Endpoint
+from scaffold.hub.faces.rest.routes import ENDPOINTS, healthz
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -30,7 +30,7 @@ def test_api_and_queue_docs_are_what_the_code_generates() -> None:
         "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), "generated"))
         for path, (old, new) in changed.items()
     ]
-    assert not changed, "run `python -m scaffold.hub.apidoc` and commit docs/:\n" + "".join(diffs)
+    assert not changed, "run `python -m scaffold.hub.faces.apidoc` and commit docs/:\n" + "".join(diffs)
 
 
 def test_a_new_route_makes_the_check_fail_until_the_docs_are_regenerated(
@@ -44,7 +44,7 @@ def test_a_new_route_makes_the_check_fail_until_the_docs_are_regenerated(
     assert apidoc.main(["--check", "--docs", str(docs)]) == 1
     out = capsys.readouterr()
     assert "+| `GET` | [`/v1/ping`](#get_ping) | `viewer` | Answer pong |" in out.out
-    assert "run `python -m scaffold.hub.apidoc`" in out.err
+    assert "run `python -m scaffold.hub.faces.apidoc`" in out.err
     assert "/v1/ping" not in (docs / "api.md").read_text(encoding="utf-8")
 
     assert apidoc.main(["--docs", str(docs)]) == 0

@@ -20,10 +20,10 @@ import httpx2
 import pytest
 from starlette.applications import Starlette
 
-from scaffold.hub.container import Services
-from scaffold.hub.events import RECENT_EVENTS, EventBus
+from scaffold.hub.core.types import Event, NewTask
+from scaffold.hub.services.container import Services
+from scaffold.hub.services.events import RECENT_EVENTS, EventBus
 from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.types import Event, NewTask
 from tests.conftest import Keys, MakeHub
 from tests.test_api import MAX_BODY, TIMEOUT, bearer, hub_of, serving
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.container import Services
-from scaffold.hub.exec import Command, Executor, resolve_cwd
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.types import Event
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.core.types import Event
+from scaffold.hub.services.container import Services
+from scaffold.hub.services.exec import Command, Executor, resolve_cwd
 from tests.conftest import built_hub
 
 pytestmark = pytest.mark.usefixtures("bubblewrap")  # every command runs in the sandbox
@@ -203,6 +203,18 @@ def test_a_cwd_outside_the_workspace_is_refused(hub: Running, cwd: str) -> None:
     marker = outside / "ran"
     hub.refused({"shell": f"touch '{marker}'", "cwd": cwd}, 403, "path_refused")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("cwd", [".git", ".git/hooks", "sub/.GIT", "to-git", "to-git/hooks"])
+def test_a_cwd_in_git_history_is_refused_as_file_paths_are(hub: Running, cwd: str) -> None:
+    # One confinement for files and commands (scaffold.hub.core.paths): what the file API may not
+    # touch, a command may not start in; the hub's own repository is the workspace's .git.
+    (hub.workspace / ".git" / "hooks").mkdir(parents=True, exist_ok=True)
+    (hub.workspace / "sub" / ".GIT").mkdir(parents=True)
+    (hub.workspace / "to-git").symlink_to(".git")
+    hub.refused({"argv": ["true"], "cwd": cwd}, 403, "path_refused", "git")
+    (hub.workspace / "fine").mkdir()
+    assert hub.run({"argv": ["pwd"], "cwd": "fine"})["exit_code"] == 0  # the control
 
 
 def test_a_cwd_that_is_missing_or_not_a_directory(hub: Running) -> None:

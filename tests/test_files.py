@@ -21,9 +21,9 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.container import Services
-from scaffold.hub.errors import StaleFile
-from scaffold.hub.files import Workspace
+from scaffold.errors import StaleFile
+from scaffold.hub.services.container import Services
+from scaffold.hub.services.files import Files
 from tests.conftest import FakeClock, Keys, MakeHub
 from tests.test_api import assert_error, bearer, conforming
 
@@ -184,7 +184,7 @@ def test_an_update_needs_the_etag_and_a_stale_one_is_412(setup: Setup) -> None:
 
 
 def test_concurrent_writers_with_the_same_etag_one_wins(tmp_path: Path) -> None:
-    workspace = Workspace(tmp_path / "ws", max_file_bytes=1024, grep_max_bytes=1024)
+    workspace = Files(tmp_path / "ws", max_file_bytes=1024, grep_max_bytes=1024)
     etag = workspace.write("f.txt", b"base").etag
     outcomes: list[str] = []
 

@@ -28,9 +28,9 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from scaffold import __version__
-from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.http import openapi
-from scaffold.hub.schemas import COMPONENTS
+from scaffold.hub.core.schemas import COMPONENTS
+from scaffold.hub.faces.rest.http import openapi
+from scaffold.hub.faces.rest.routes import ENDPOINTS
 from tests.conftest import built_hub
 
 # A fixed key keeps the run reproducible; its name is one the generator will not produce, so a

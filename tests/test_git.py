@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.container import Services
-from scaffold.hub.gitwork import HUB_EMAIL, HUB_NAME, INITIAL_MESSAGE, MAX_SUMMARY, commit_message
-from scaffold.hub.types import Task, Worker
+from scaffold.hub.core.types import Task, Worker
+from scaffold.hub.services.container import Services
+from scaffold.hub.services.git import HUB_EMAIL, HUB_NAME, INITIAL_MESSAGE, MAX_SUMMARY, commit_message
 from tests.conftest import built_hub, git
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from scaffold.errors import ConfigError
-from scaffold.hub.settings import LIVENESS_BEAT_SECONDS, HubSettings, load_settings
+from scaffold.hub.core.settings import LIVENESS_BEAT_SECONDS, HubSettings, load_settings
+from scaffold.hub.services.queue import Queue, QueueSettings
+from scaffold.hub.services.workers import Workers
 from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.tasks import Queue, QueueSettings
-from scaffold.hub.workers import Workers
 from tests.conftest import REPO, FakeClock
 from tests.hubproc import free_port, scaffold, write_config
 from tests.test_hub_cli import one_error_line

@@ -22,8 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS
 
-from scaffold.hub.mcp import TOOLS
-from scaffold.hub.types import Role
+from scaffold.hub.core.types import Role
+from scaffold.hub.faces.mcp.tools import TOOLS
 from tests.conftest import built_hub, render
 from tests.fakemodel import Call, End, FakeModel, Policy, Step, Turn, search
 from tests.test_api import bearer, serving

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.jsonschema.builder import build
 
-from scaffold.hub.mcp import TOOLS, Tool
+from scaffold.hub.faces.mcp.tools import TOOLS, Tool
 from tests.hubproc import HubProcess, running_hub, write_config
 
 KEY = "mcp-input-admin-key-0123456789abcdef"

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from scaffold.cli import _parser as scaffold_parser
-from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.mcp import TOOLS
-from scaffold.hub.schemas import COMPONENTS
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.schemas import COMPONENTS
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.faces.mcp.tools import TOOLS
+from scaffold.hub.faces.rest.routes import ENDPOINTS
 from tests.conftest import ANSWER_SETS, built_hub, render
 from tests.test_vps_client import commands, load_vps
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub.auth import new_key
+from scaffold.hub.services.auth import new_key
 from tests.hubproc import running_hub, write_config
 
 ATTEMPTS = 25  # the limit is 20 failed authentications a minute from one address

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub.errors import Conflict, InvalidRequest, LeaseConflict, NotFound
-from scaffold.hub.lifecycle import TRANSITIONS
+from scaffold.errors import Conflict, InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.core.lifecycle import TRANSITIONS
+from scaffold.hub.core.types import TASK_STATES, NewTask, Task, Worker
+from scaffold.hub.services.queue import Queue, QueueSettings
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.tasks import Queue, QueueSettings
-from scaffold.hub.types import TASK_STATES, NewTask, Task, Worker
 from tests.conftest import FakeClock
 from tests.store_contract import new, stop_worker
 

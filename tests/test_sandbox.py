@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from scaffold.hub.auth import digest, new_key
-from scaffold.hub.container import Services
+from scaffold.hub.services.auth import digest, new_key
+from scaffold.hub.services.container import Services
 from scaffold.hub.store.sqlite import SQLiteStore
 from tests.conftest import MakeHub, built_hub, new_keys
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub.auth import new_key
+from scaffold.hub.services.auth import new_key
 from tests.conftest import render
 from tests.test_mcp import claude_env, hub_serving
 

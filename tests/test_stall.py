@@ -20,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from scaffold.hub.limits import MAX_BATCH_DEPENDENCIES
+from scaffold.hub.core.limits import MAX_BATCH_DEPENDENCIES
 from tests.hubproc import HubProcess, running_hub, write_config
 
 ADMIN = "stall-admin-key-0123456789abcdef"

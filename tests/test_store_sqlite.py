@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.hub import lifecycle
-from scaffold.hub.errors import HubError, InvalidRequest, StoreClosed
+from scaffold.errors import HubError, InvalidRequest, StoreClosed
+from scaffold.hub.core import lifecycle
+from scaffold.hub.core.types import TaskState
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.store.sqlite import _CLAIM, SQLiteStore
-from scaffold.hub.types import TaskState
 from tests.store_contract import (
     ACTOR,
     LEASE,
@@ -221,3 +221,21 @@ def test_two_connections_claiming_from_threads_never_share_a_task(store: SQLiteS
     assert store.count_tasks()["done"] == total
     claim_events = [e for e in store.events_after(0, 10_000) if e.type == "task.claimed"]
     assert len(claim_events) == total
+
+
+def test_a_key_changed_by_another_connection_counts_at_once(store: SQLiteStore, path: Path) -> None:
+    # The store keeps the keys it has found; `scaffold hub keys` writes from another process.
+    store.add_key("worker", "agent", sha("worker"), "cli", T0)
+    found = store.find_key(sha("worker"))
+    assert found is not None and found.role == "agent"
+    other = SQLiteStore(path)
+    try:
+        other.revoke_key("worker", T0 + 1)
+        assert store.find_key(sha("worker")) is None, "a revoked key still let its holder in"
+        other.add_key("late", "viewer", sha("late"), "cli", T0 + 2)
+        late = store.find_key(sha("late"))
+        assert late is not None and late.name == "late"
+    finally:
+        other.close()
+    store.revoke_key("late", T0 + 3)  # and a key changed here is forgotten here
+    assert store.find_key(sha("late")) is None

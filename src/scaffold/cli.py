@@ -75,14 +75,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_option(new, "answer a question (repeatable), e.g. --data 'worker_roles=[backend, testing]'")
     save = new.add_mutually_exclusive_group()
     save.add_argument(
-        "--save-key", dest="save_key", action="store_true", default=None,
+        "--save-key",
+        dest="save_key",
+        action="store_true",
+        default=None,
         help="write the key to the git-ignored .claude/settings.local.json",
-    )  # fmt: skip
+    )
     save.add_argument("--no-save-key", dest="save_key", action="store_false", help="only show the key")
     new.add_argument(
-        "--no-key", action="store_true",
+        "--no-key",
+        action="store_true",
         help="generate no key; the hub creates one on its first start and prints it once",
-    )  # fmt: skip
+    )
     new.add_argument("--template", metavar="SRC", help="template path or git URL (default: the bundled one)")
     new.add_argument("--vcs-ref", metavar="REF", help="template git tag or commit to render")
     new.add_argument("--quiet", "-q", action="store_true", help="do not list the rendered files")
@@ -97,10 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     update.add_argument("dir", nargs="?", type=Path, default=Path(), help="project directory (default: .)")
     update.add_argument(
-        "--template", metavar="SRC",
+        "--template",
+        metavar="SRC",
         help="update from this template path or git URL instead of the recorded one "
         "(it must hold the project's version too)",
-    )  # fmt: skip
+    )
     update.add_argument(
         "--vcs-ref", metavar="REF", help="template tag or commit to update to (default: newest)"
     )
@@ -128,14 +133,27 @@ def _add_deploy_command(commands: Any) -> None:
     where.add_argument("--local", action="store_true", help="install on this machine instead")
     deploy.add_argument("--identity", "-i", type=Path, metavar="FILE", help="SSH private key to log in with")
     deploy.add_argument("--port", "-p", type=int, metavar="N", help="SSH port (default 22)")
-    deploy.add_argument("--ssh-option", "-o", action="append", default=[], metavar="OPTION",
-                        help="an ssh -o option, e.g. ProxyJump=bastion (repeatable)")  # fmt: skip
-    deploy.add_argument("--prefix", metavar="DIR",
-                        help="install under DIR, the hub run without systemd (no root needed)")  # fmt: skip
-    deploy.add_argument("--wheel", type=Path, metavar="FILE",
-                        help="ship this vps_agent_scaffold wheel (default: build one)")  # fmt: skip
-    deploy.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                        help="how long to wait for /healthz (default 60)")  # fmt: skip
+    deploy.add_argument(
+        "--ssh-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an ssh -o option, e.g. ProxyJump=bastion (repeatable)",
+    )
+    deploy.add_argument(
+        "--prefix", metavar="DIR", help="install under DIR, the hub run without systemd (no root needed)"
+    )
+    deploy.add_argument(
+        "--wheel", type=Path, metavar="FILE", help="ship this vps_agent_scaffold wheel (default: build one)"
+    )
+    deploy.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for /healthz (default 60)",
+    )
     deploy.set_defaults(run=_run_deploy)
 
 
@@ -186,21 +204,28 @@ def _add_hub_commands(commands: Any) -> None:
         " --config vps/hub.toml)",
     )
     add.add_argument("name", help="a name for the key, e.g. laptop or worker-1")
-    add.add_argument("--role", choices=["viewer", "agent", "admin"], default="agent",
-                     help="viewer reads; agent works; admin also cancels and manages keys")  # fmt: skip
+    add.add_argument(
+        "--role",
+        choices=["viewer", "agent", "admin"],
+        default="agent",
+        help="viewer reads; agent works; admin also cancels and manages keys",
+    )
     _add_location(add, keys=True)
     add.set_defaults(run=_run_keys_add)
     listing = key_commands.add_parser(
-        "list", help="list keys (names and roles, never the keys)",
+        "list",
+        help="list keys (names and roles, never the keys)",
         description="List API keys: name, role, where it came from, when; never the key.",
         epilog="example: scaffold hub keys list --config vps/hub.toml",
-    )  # fmt: skip
+    )
     _add_location(listing, keys=True)
     listing.set_defaults(run=_run_keys_list)
     revoke = key_commands.add_parser(
-        "revoke", help="revoke a key by name", description="Revoke an API key by name.",
+        "revoke",
+        help="revoke a key by name",
+        description="Revoke an API key by name.",
         epilog="example: scaffold hub keys revoke worker-1 --config vps/hub.toml",
-    )  # fmt: skip
+    )
     revoke.add_argument("name", help="the key's name")
     _add_location(revoke, keys=True)
     revoke.set_defaults(run=_run_keys_revoke)
@@ -218,8 +243,9 @@ def _add_backup_commands(hub_commands: Any) -> None:
     )
     backup.add_argument("dest", nargs="?", type=Path, help="directory to create (must not exist or be empty)")
     backup.add_argument("--into", type=Path, metavar="DIR", help="create DIR/hub-<UTC time> instead of DEST")
-    backup.add_argument("--keep", type=int, metavar="N",
-                        help="with --into: then delete all but the newest N backups in DIR")  # fmt: skip
+    backup.add_argument(
+        "--keep", type=int, metavar="N", help="with --into: then delete all but the newest N backups in DIR"
+    )
     _add_workspace(backup)
     _add_location(backup)
     backup.set_defaults(run=_run_hub_backup)
@@ -233,9 +259,12 @@ def _add_backup_commands(hub_commands: Any) -> None:
         epilog="example: scaffold hub restore ~/backups/hub-1 --config my-team/vps/hub.toml",
     )
     restore.add_argument("src", type=Path, help="the backup directory")
-    restore.add_argument("--force", action="store_true",
-                         help="restore over existing data, moving it aside (DATA_DIR/before-restore-*, "
-                         "WORKSPACE.before-restore-*)")  # fmt: skip
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore over existing data, moving it aside (DATA_DIR/before-restore-*, "
+        "WORKSPACE.before-restore-*)",
+    )
     _add_workspace(restore)
     _add_location(restore)
     restore.set_defaults(run=_run_hub_restore)
@@ -318,7 +347,7 @@ def _run_update(args: argparse.Namespace) -> int:
 
 
 def _hub_settings(args: argparse.Namespace) -> Any:
-    from scaffold.hub.settings import load_settings
+    from scaffold.hub.core.settings import load_settings
 
     settings = load_settings(args.config)
     data_dir = args.data_dir.expanduser().resolve() if args.data_dir else None
@@ -335,7 +364,7 @@ def _key_settings(args: argparse.Namespace) -> Any:
     """Where a keys command works: --config/--data-dir; else the project around the current
     directory (its vps/hub.toml); else an existing ./hub-data. Never a new database that no hub
     reads, which is what a key added in the wrong directory used to land in."""
-    from scaffold.hub.settings import HubSettings
+    from scaffold.hub.core.settings import HubSettings
     from scaffold.hub.store.sqlite import DB_FILE
     from scaffold.render import read_answers
 
@@ -385,9 +414,9 @@ def _run_hub_serve(args: argparse.Namespace) -> int:
 def _run_keys_add(args: argparse.Namespace) -> int:
     import time
 
-    from scaffold.hub.auth import new_key
+    from scaffold.hub.core.settings import KEY_NAME, KEY_NAME_RULE
     from scaffold.hub.server import open_store
-    from scaffold.hub.settings import KEY_NAME, KEY_NAME_RULE
+    from scaffold.hub.services.auth import new_key
 
     if not KEY_NAME.fullmatch(args.name):
         raise ScaffoldError(f"key name {args.name!r}: {KEY_NAME_RULE}")
@@ -451,8 +480,10 @@ def _run_hub_restore(args: argparse.Namespace) -> int:
     from scaffold.hub.backup import restore
 
     done = restore(_hub_settings(args), args.src, force=args.force)
-    print(f"Restored the backup {done.backup.path} of {done.backup.manifest['created_at']} "
-          f"(hub {done.backup.manifest['hub_version']}): {done.backup.summary()}.")  # fmt: skip
+    print(
+        f"Restored the backup {done.backup.path} of {done.backup.manifest['created_at']} "
+        f"(hub {done.backup.manifest['hub_version']}): {done.backup.summary()}."
+    )
     print(f"  database:  {done.database}")
     print(f"  workspace: {done.workspace}")
     for path in done.moved_aside:

@@ -52,8 +52,9 @@ class Target:
         ~/.ssh/config resolved, as `ssh -G` shows), or loopback for this machine."""
         if self.host is None:
             return "127.0.0.1"
-        shown = subprocess.run(["ssh", "-G", *self._options(), self.host], capture_output=True, text=True,
-                               check=False)  # fmt: skip
+        shown = subprocess.run(
+            ["ssh", "-G", *self._options(), self.host], capture_output=True, text=True, check=False
+        )
         for line in shown.stdout.splitlines():
             key, _, value = line.partition(" ")
             if key == "hostname" and value:
@@ -113,8 +114,11 @@ def deploy(
     wait_healthy(url, health_timeout, f"{log} {f'on {target.host}' if target.host else 'here'}", address)
     key = project_key(project)
     if key is None:
-        print("    no VPS_API_KEY in the environment or .claude/settings.local.json: the check with a key "
-              "is skipped", file=out)  # fmt: skip
+        print(
+            "    no VPS_API_KEY in the environment or .claude/settings.local.json: the check with a key "
+            "is skipped",
+            file=out,
+        )
     else:
         step("checking an authenticated request (GET /v1/status) with the project's key")
         check_key(url, key, address)
@@ -132,9 +136,11 @@ def move_to_a_server(project: Path, answers: dict[str, object], host: str) -> st
         data.append(f"workspace_path=/srv/{answers.get('project_slug')}/workspace")
     where = "" if project == Path.cwd() else f" {shlex.quote(str(project))}"
     update = f"scaffold update{where} " + " ".join(f"--data {item}" for item in data)
-    return (f"{project} runs its hub on this machine (deployment: local), so there is nothing to install on "
-            f"{host}; to move the hub there, run `{update}`, commit, and deploy again (vps/README.md, "
-            '"Moving to a server")')  # fmt: skip
+    return (
+        f"{project} runs its hub on this machine (deployment: local), so there is nothing to install on "
+        f"{host}; to move the hub there, run `{update}`, commit, and deploy again (vps/README.md, "
+        '"Moving to a server")'
+    )
 
 
 def build_wheel(directory: Path) -> Path:
@@ -142,13 +148,27 @@ def build_wheel(directory: Path) -> Path:
     source = Path(scaffold.__file__).resolve().parents[2]
     pyproject = source / "pyproject.toml"
     if not pyproject.is_file() or 'name = "vps-agent-scaffold"' not in pyproject.read_text(encoding="utf-8"):
-        raise DeployError("this installation has no source to build the hub's wheel from: pass --wheel FILE "
-                          "(a vps_agent_scaffold-*.whl)")  # fmt: skip
+        raise DeployError(
+            "this installation has no source to build the hub's wheel from: pass --wheel FILE "
+            "(a vps_agent_scaffold-*.whl)"
+        )
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-         "-w", str(directory), str(source)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(directory),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wheels = sorted(directory.glob("vps_agent_scaffold-*.whl"))
     if built.returncode != 0 or not wheels:
         raise DeployError(f"building the wheel failed: {last_line(built.stderr)}")
@@ -156,8 +176,12 @@ def build_wheel(directory: Path) -> Path:
 
 
 def run_bootstrap_here(bundle: Path, options: list[str], out: TextIO) -> None:
-    process = subprocess.Popen(["bash", str(bundle / "bootstrap.sh"), *options], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        ["bash", str(bundle / "bootstrap.sh"), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = relay(process, out)
     if process.wait() != 0:
         raise DeployError(f"bootstrap.sh failed: {failed_step(lines)}")
@@ -171,12 +195,18 @@ def run_bootstrap_remote(target: Target, bundle: Path, options: list[str], out: 
         f'$s bash "$d/bootstrap.sh" {shlex.join(options)}'
     )
     # tar's own complaints (a broken pipe when ssh fails) would only hide ssh's message
-    archive = subprocess.Popen(["tar", "-czf", "-", "-C", str(bundle), "."], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    archive = subprocess.Popen(
+        ["tar", "-czf", "-", "-C", str(bundle), "."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     assert archive.stdout is not None
     try:
-        process = subprocess.Popen(target.ssh(script), stdin=archive.stdout, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        process = subprocess.Popen(
+            target.ssh(script),
+            stdin=archive.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     except FileNotFoundError:
         raise DeployError("ssh is not installed here: install OpenSSH's client") from None
     archive.stdout.close()
@@ -208,8 +238,10 @@ def relay(process: subprocess.Popen[str], out: TextIO) -> list[str]:
 def ssh_problem(target: Target, lines: list[str]) -> str:
     said = " ".join(lines)
     if "Permission denied" in said or "Too many authentication failures" in said:
-        return (f"{target.host} refused the SSH login: give the key it accepts with --identity FILE, "
-                "or add yours to the user's ~/.ssh/authorized_keys")  # fmt: skip
+        return (
+            f"{target.host} refused the SSH login: give the key it accepts with --identity FILE, "
+            "or add yours to the user's ~/.ssh/authorized_keys"
+        )
     if "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION HAS CHANGED" in said:
         return f"{target.host}'s host key is not the one known here: check ~/.ssh/known_hosts"
     reason = last_line("\n".join(lines)) or "ssh failed"
@@ -264,8 +296,10 @@ def wait_healthy(url: str, timeout: float, log: str, address: str | None = None)
             problem = str(error) or type(error).__name__
         time.sleep(1.0)
     at = f" at {address}" if address else ""
-    raise DeployError(f"the hub was installed but {url}/healthz did not answer{at} within {timeout:.0f} s "
-                      f"({problem or 'no answer'}): check {log} and the firewall")  # fmt: skip
+    raise DeployError(
+        f"the hub was installed but {url}/healthz did not answer{at} within {timeout:.0f} s "
+        f"({problem or 'no answer'}): check {log} and the firewall"
+    )
 
 
 def points_elsewhere(url: str, address: str) -> str | None:
@@ -309,9 +343,11 @@ def check_key(url: str, key: str, address: str | None = None) -> None:
     except (OSError, http.client.HTTPException) as error:
         raise DeployError(f"GET {url}/v1/status failed: {error}") from None
     if status == 401:
-        raise DeployError("the hub answers but refuses the project's key (401): the key's hash in "
-                          "vps/hub.toml must be the one of VPS_API_KEY; `scaffold hub keys add` makes "
-                          "a new key on the server")  # fmt: skip
+        raise DeployError(
+            "the hub answers but refuses the project's key (401): the key's hash in "
+            "vps/hub.toml must be the one of VPS_API_KEY; `scaffold hub keys add` makes "
+            "a new key on the server"
+        )
     if status != 200:
         raise DeployError(f"the hub answered GET /v1/status with {status}")
 
@@ -319,8 +355,11 @@ def check_key(url: str, key: str, address: str | None = None) -> None:
 def next_steps(project: Path, answers: dict[str, object], keyed: bool) -> str:
     url, roles = answers["hub_url"], answers.get("worker_roles") or ["backend"]
     role = roles[0] if isinstance(roles, list) else "backend"
-    key_line = ("the key is already in .claude/settings.local.json (git-ignored)" if keyed else
-                'put the key in .claude/settings.local.json: {"env": {"VPS_API_KEY": "<key>"}}')  # fmt: skip
+    key_line = (
+        "the key is already in .claude/settings.local.json (git-ignored)"
+        if keyed
+        else 'put the key in .claude/settings.local.json: {"env": {"VPS_API_KEY": "<key>"}}'
+    )
     return f"""
 The hub is up at {url}.
 Next steps:

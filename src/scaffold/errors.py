@@ -86,7 +86,6 @@ class GitError(ScaffoldError):
 # `{"error": {"code", "message"}}`; the CLI prints the message like any other error. (No docstring:
 # docs/api.md gives each class's docstring as the meaning of its code, and 400 is any bad request.)
 class HubError(ScaffoldError):
-
     status = 400
     code = "bad_request"
 

@@ -40,12 +40,17 @@ from scaffold.errors import DestinationError, ScaffoldError, TemplateError, Upda
 ANSWERS_FILE = ".copier-answers.yml"
 LOCAL_SETTINGS = Path(".claude") / "settings.local.json"
 _GIT_IDENTITY = [
-    "-c", "user.name=vps-agent-scaffold",
-    "-c", "user.email=scaffold@localhost",
-    "-c", "commit.gpgsign=false",
-    "-c", "tag.gpgsign=false",
-    "-c", "core.hooksPath=/dev/null",
-]  # fmt: skip
+    "-c",
+    "user.name=vps-agent-scaffold",
+    "-c",
+    "user.email=scaffold@localhost",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "tag.gpgsign=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+]
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,14 @@ def record_release(root: Path) -> str:
             _git(repo, "fetch", "-q", "--no-write-fetch-head", str(history), "refs/tags/*:refs/tags/*")
             if _git(repo, "tag", "--list", tag).strip() == tag:
                 return tag
-            newest = _git(repo, "for-each-ref", "--sort=-creatordate", "--count=1", "--format=%(objectname)",
-                          "refs/tags")  # fmt: skip
+            newest = _git(
+                repo,
+                "for-each-ref",
+                "--sort=-creatordate",
+                "--count=1",
+                "--format=%(objectname)",
+                "refs/tags",
+            )
             _git(repo, "update-ref", "HEAD", newest.strip())  # the new version's parent
         _write_snapshot(root, _template_files(root), repo)
         _git(repo, "add", "-A")

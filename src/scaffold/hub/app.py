@@ -1,6 +1,6 @@
 """`create_app(store, settings)`: the hub as an ASGI application.
 
-The app builds the services (scaffold.hub.container) on one store, serves its faces over them
+The app builds the services (scaffold.hub.services.container) on one store, serves its faces over them
 (the REST routes, the MCP endpoint, the dashboard), runs the lease reaper, and renders every
 error, including unknown routes, as `{"error": {"code", "message"}}`.
 """
@@ -20,15 +20,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scaffold.errors import GitError
-from scaffold.hub import dashboard
-from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.container import Services
-from scaffold.hub.http import BodyLimit, route
-from scaffold.hub.jsonrpc import http_error
-from scaffold.hub.mcp_endpoint import McpEndpoint
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.core.types import Clock
+from scaffold.hub.faces import dashboard
+from scaffold.hub.faces.mcp.endpoint import McpEndpoint
+from scaffold.hub.faces.mcp.jsonrpc import http_error
+from scaffold.hub.faces.rest.http import BodyLimit, route
+from scaffold.hub.faces.rest.routes import ENDPOINTS
+from scaffold.hub.services.container import Services
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Clock
 
 log = logging.getLogger("scaffold.hub")
 

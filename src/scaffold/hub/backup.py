@@ -49,11 +49,11 @@ from typing import Any
 
 from scaffold import __version__
 from scaffold.errors import BackupError, DataDirBusy
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.core.types import TASK_STATES
 from scaffold.hub.server import hold_data_dir
-from scaffold.hub.settings import HubSettings
 from scaffold.hub.store.migrations import MIGRATIONS
 from scaffold.hub.store.sqlite import DB_FILE
-from scaffold.hub.types import TASK_STATES
 
 BUNDLE_FILE = "workspace.bundle"
 MANIFEST_FILE = "manifest.json"
@@ -158,9 +158,10 @@ def backup_into(settings: HubSettings, directory: Path, keep: int | None = None)
     pruned: list[Path] = []
     if keep is not None:
         ours = sorted(
-            path for path in directory.iterdir()
+            path
+            for path in directory.iterdir()
             if BACKUP_NAME.fullmatch(path.name) and (path / MANIFEST_FILE).is_file()
-        )  # fmt: skip
+        )
         for old in ours[: max(len(ours) - keep, 0)]:
             shutil.rmtree(old)
             pruned.append(old)
@@ -219,8 +220,10 @@ def read_backup(src: Path) -> Backup:
     if not (isinstance(manifest, dict) and manifest.get("format") == FORMAT):
         raise BackupError(f"{src} is not a hub backup: {MANIFEST_FILE} is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BackupError(f"{src} is a backup of format {manifest.get('format_version')!r}; this hub reads "
-                          f"{FORMAT_VERSION}: upgrade vps-agent-scaffold")  # fmt: skip
+        raise BackupError(
+            f"{src} is a backup of format {manifest.get('format_version')!r}; this hub reads "
+            f"{FORMAT_VERSION}: upgrade vps-agent-scaffold"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != {DB_FILE, BUNDLE_FILE}:
         raise BackupError(f"{src} is not a hub backup: its manifest lists {sorted(files or [])!r}")
@@ -241,8 +244,10 @@ def read_backup(src: Path) -> Backup:
         raise BackupError(f"{src} is not a hub backup: its manifest lacks the tasks or the workspace")
     schema = manifest.get("schema_version")
     if not isinstance(schema, int) or schema > len(MIGRATIONS):
-        raise BackupError(f"{src} holds a database of schema {schema!r}; this hub knows up to "
-                          f"{len(MIGRATIONS)}: upgrade vps-agent-scaffold")  # fmt: skip
+        raise BackupError(
+            f"{src} holds a database of schema {schema!r}; this hub knows up to "
+            f"{len(MIGRATIONS)}: upgrade vps-agent-scaffold"
+        )
     return Backup(src, manifest)
 
 
@@ -379,8 +384,16 @@ def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     # safe.directory: run as root (sudo) on the hub user's workspace, git would refuse it.
     command = ["git", *SAFE_GIT, "-c", f"safe.directory={cwd}", *args]
     try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run(
+            command,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise BackupError(f"git {args[0]} in {cwd} failed: {error}") from None
     if check and done.returncode != 0:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from scaffold.errors import DataDirBusy, ScaffoldError
-from scaffold.hub.auth import new_key
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.services.auth import new_key
 from scaffold.hub.store.sqlite import SQLiteStore
 
 INITIAL_KEY_FILE = "initial-admin-key"

@@ -1,6 +1,6 @@
 """Workspace globs as text: matching, and when two globs overlap.
 
-Globs follow the path rules of `scaffold.hub.paths` (`parts_of`), plus `*` (any characters but
+Globs follow the path rules of `scaffold.hub.core.paths` (`parts_of`), plus `*` (any characters but
 `/`), `?` (one character but `/`), `[abc]`, `[a-z]`, `[!abc]` within a segment, and `**` as a
 whole segment (any number of segments, none included). A glob matches paths, not what lies below
 them: `src/api/**` is the contents of `src/api`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 
 from scaffold.errors import PathRefused
-from scaffold.hub.paths import normalize
+from scaffold.hub.core.paths import normalize
 
 MAX_GLOB_SEGMENTS = 64
 _WILD = frozenset("*?[")

@@ -4,7 +4,7 @@ Each rule is a pure function of the task as it is now (with the token, result or
 caller brings, and the time): it returns a `Transition`, the whole change to make, or raises
 the domain error. A store reads the task and applies the decided change in one write
 transaction; it holds no rule of its own, so a second store needs none either. `Queue`
-(scaffold.hub.tasks) calls these rules with its clock. See docs/queue.md, "Where the rules live".
+(scaffold.hub.services.queue) calls these rules with its clock. See docs/queue.md, "Where the rules live".
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from functools import partial
 from types import MappingProxyType
 from typing import NamedTuple
 
-from scaffold.hub.errors import Conflict, LeaseConflict, NotFound
-from scaffold.hub.types import Task
+from scaffold.errors import Conflict, LeaseConflict, NotFound
+from scaffold.hub.core.types import Task
 
 # The life of a task, as (from, to, when). docs/queue.md is generated from this table.
 TRANSITIONS: tuple[tuple[str, str, str], ...] = (

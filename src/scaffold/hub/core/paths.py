@@ -124,9 +124,11 @@ def path_error(error: OSError, path: str) -> HubError:
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return PathRefused(f"the hub may not change {shown}: {error.strerror}")
     if code in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.EXDEV, errno.EBUSY):
-        reason = {errno.ENOTEMPTY: "the directory is not empty; delete what it holds first",
-                  errno.EEXIST: "a file is in the way of a directory it needs",
-                  errno.EISDIR: "it is a directory"}.get(code or 0, error.strerror)  # fmt: skip
+        reason = {
+            errno.ENOTEMPTY: "the directory is not empty; delete what it holds first",
+            errno.EEXIST: "a file is in the way of a directory it needs",
+            errno.EISDIR: "it is a directory",
+        }.get(code or 0, error.strerror)
         return Conflict(f"{shown}: {reason}")
     if code == errno.EINVAL:
         return InvalidRequest(f"{shown}: {error.strerror}")

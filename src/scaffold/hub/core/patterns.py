@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import re2
 
-from scaffold.hub.errors import InvalidRequest
+from scaffold.errors import InvalidRequest
 
 BLOCK_BYTES = 16 * 1024
 """A block searched at once ends at the first line end after this many bytes."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaffold.hub.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
-from scaffold.hub.types import TASK_STATES
+from scaffold.hub.core.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
+from scaffold.hub.core.types import TASK_STATES
 
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 TAG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$"}
@@ -127,49 +127,106 @@ COMPONENTS: dict[str, Any] = {
         ["error"], error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"})
     ),
     "Task": obj(
-        ["id", "title", "instructions", "priority", "state", "depends_on", "required_capabilities",
-         "attempts", "max_attempts", "worker_id", "lease_expires_at", "result", "error",
-         "created_at", "updated_at", "claimed_at", "finished_at", "commit"],
-        id=ID, title={"type": "string"}, instructions={"type": "string"},
-        priority={"type": "integer"}, state={"enum": list(TASK_STATES)},
+        [
+            "id",
+            "title",
+            "instructions",
+            "priority",
+            "state",
+            "depends_on",
+            "required_capabilities",
+            "attempts",
+            "max_attempts",
+            "worker_id",
+            "lease_expires_at",
+            "result",
+            "error",
+            "created_at",
+            "updated_at",
+            "claimed_at",
+            "finished_at",
+            "commit",
+        ],
+        id=ID,
+        title={"type": "string"},
+        instructions={"type": "string"},
+        priority={"type": "integer"},
+        state={"enum": list(TASK_STATES)},
         depends_on={"type": "array", "items": ID},
         required_capabilities={"type": "array", "items": {"type": "string"}},
-        attempts={"type": "integer"}, max_attempts={"type": "integer"},
-        worker_id={"type": ["integer", "null"]}, lease_expires_at=NULLABLE_NUMBER,
-        result={"type": ["string", "null"]}, error={"type": ["string", "null"]},
-        created_at={"type": "number"}, updated_at={"type": "number"},
-        claimed_at=NULLABLE_NUMBER, finished_at=NULLABLE_NUMBER,
+        attempts={"type": "integer"},
+        max_attempts={"type": "integer"},
+        worker_id={"type": ["integer", "null"]},
+        lease_expires_at=NULLABLE_NUMBER,
+        result={"type": ["string", "null"]},
+        error={"type": ["string", "null"]},
+        created_at={"type": "number"},
+        updated_at={"type": "number"},
+        claimed_at=NULLABLE_NUMBER,
+        finished_at=NULLABLE_NUMBER,
         commit={"type": ["string", "null"]},
-        lease_token={"type": "string",
-                     "description": "only in answers to a claim, a heartbeat or /v1/session"},
+        lease_token={
+            "type": "string",
+            "description": "only in answers to a claim, a heartbeat or /v1/session",
+        },
     ),
     "Worker": obj(
-        ["id", "session_id", "role", "capabilities", "status", "current_task", "registered_at",
-         "last_seen", "idle_seconds"],
-        id=ID, session_id={"type": "string"}, role={"type": "string"},
+        [
+            "id",
+            "session_id",
+            "role",
+            "capabilities",
+            "status",
+            "current_task",
+            "registered_at",
+            "last_seen",
+            "idle_seconds",
+        ],
+        id=ID,
+        session_id={"type": "string"},
+        role={"type": "string"},
         capabilities={"type": "array", "items": {"type": "string"}},
         status={"enum": ["active", "idle", "stopped", "lost"]},
-        current_task={"type": ["integer", "null"]}, registered_at={"type": "number"},
-        last_seen={"type": "number"}, idle_seconds={"type": "number"},
+        current_task={"type": ["integer", "null"]},
+        registered_at={"type": "number"},
+        last_seen={"type": "number"},
+        idle_seconds={"type": "number"},
     ),
     "Message": obj(
         ["id", "created_at", "sender", "to", "kind", "body"],
-        id=ID, created_at={"type": "number"}, sender={"type": "string"}, to={"type": "string"},
-        kind={"enum": ["message", "discovery"]}, body={"type": "string"},
+        id=ID,
+        created_at={"type": "number"},
+        sender={"type": "string"},
+        to={"type": "string"},
+        kind={"enum": ["message", "discovery"]},
+        body={"type": "string"},
     ),
-    "Plan": obj(["goal", "plan", "updated_at"], goal={"type": "string"}, plan={"type": "string"},
-                updated_at=NULLABLE_NUMBER),
-    "Key": obj(["name", "role", "source", "created_at", "revoked_at"],
-               name={"type": "string"}, role={"enum": ["viewer", "agent", "admin"]},
-               source={"type": "string"}, created_at={"type": "number"},
-               revoked_at=NULLABLE_NUMBER),
+    "Plan": obj(
+        ["goal", "plan", "updated_at"],
+        goal={"type": "string"},
+        plan={"type": "string"},
+        updated_at=NULLABLE_NUMBER,
+    ),
+    "Key": obj(
+        ["name", "role", "source", "created_at", "revoked_at"],
+        name={"type": "string"},
+        role={"enum": ["viewer", "agent", "admin"]},
+        source={"type": "string"},
+        created_at={"type": "number"},
+        revoked_at=NULLABLE_NUMBER,
+    ),
     "Reservation": obj(
         ["id", "worker_id", "role", "glob", "exclusive", "task_id", "created_at", "expires_at"],
-        id=ID, worker_id=ID, role=described({"type": "string"}, "the holder's role"),
+        id=ID,
+        worker_id=ID,
+        role=described({"type": "string"}, "the holder's role"),
         glob=described({"type": "string"}, "normalized; a directory reads as its contents, `dir/**`"),
         exclusive=described({"type": "boolean"}, "others may not write what it matches (false: shared)"),
-        task_id={"type": ["integer", "null"]}, created_at={"type": "number"}, expires_at={"type": "number"}),
-}  # fmt: skip
+        task_id={"type": ["integer", "null"]},
+        created_at={"type": "number"},
+        expires_at={"type": "number"},
+    ),
+}
 
 KEY_CREATED = obj(
     ["name", "role", "source", "created_at", "revoked_at", "key"],
@@ -177,36 +234,56 @@ KEY_CREATED = obj(
     key={"type": "string", "description": "the key itself: shown this once, never stored"},
 )
 TASK = ref("Task")
-TASKS_PAGE = obj(["tasks", "next_cursor"], tasks={"type": "array", "items": TASK},
-                 next_cursor={"type": ["string", "null"]})  # fmt: skip
+TASKS_PAGE = obj(
+    ["tasks", "next_cursor"], tasks={"type": "array", "items": TASK}, next_cursor={"type": ["string", "null"]}
+)
 BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
 WORKER = ref("Worker")
 SESSION = obj(
     ["worker", "tasks", "idle_timeout_seconds", "heartbeat_seconds"],
     worker=WORKER,
     tasks={"type": "array", "items": TASK},
-    idle_timeout_seconds=described({"type": "number"}, "[queue] idle_timeout_minutes in seconds: "
-                                   "after this long without a task the Stop hook lets a worker go"),
-    heartbeat_seconds=described({"type": "number"}, "[queue] heartbeat_seconds: how often the "
-                                "PostToolUse hook renews the session's leases"),
-)  # fmt: skip
-MESSAGES_PAGE = obj(["messages", "next_cursor"],
-                    messages={"type": "array", "items": ref("Message")},
-                    next_cursor={"type": "string"})  # fmt: skip
+    idle_timeout_seconds=described(
+        {"type": "number"},
+        "[queue] idle_timeout_minutes in seconds: "
+        "after this long without a task the Stop hook lets a worker go",
+    ),
+    heartbeat_seconds=described(
+        {"type": "number"},
+        "[queue] heartbeat_seconds: how often the PostToolUse hook renews the session's leases",
+    ),
+)
+MESSAGES_PAGE = obj(
+    ["messages", "next_cursor"],
+    messages={"type": "array", "items": ref("Message")},
+    next_cursor={"type": "string"},
+)
 STATUS = obj(
     ["progress", "stuck", "unclaimable", "workers", "plan"],
-    progress=obj(["total", "done", "percent", "counts"], total={"type": "integer"},
-                 done={"type": "integer"}, percent={"type": "number"},
-                 counts={"type": "object", "additionalProperties": {"type": "integer"}}),
-    stuck=described({"type": "array", "items": ID},
-                    "blocked tasks with a dependency that is dead or cancelled: they never become ready"),
+    progress=obj(
+        ["total", "done", "percent", "counts"],
+        total={"type": "integer"},
+        done={"type": "integer"},
+        percent={"type": "number"},
+        counts={"type": "object", "additionalProperties": {"type": "integer"}},
+    ),
+    stuck=described(
+        {"type": "array", "items": ID},
+        "blocked tasks with a dependency that is dead or cancelled: they never become ready",
+    ),
     unclaimable=described(
-        {"type": "array", "items": obj(["id", "required_capabilities", "missing"], id=ID,
-                                       required_capabilities={"type": "array", "items": TAG},
-                                       missing={"type": "array", "items": TAG})},
+        {
+            "type": "array",
+            "items": obj(
+                ["id", "required_capabilities", "missing"],
+                id=ID,
+                required_capabilities={"type": "array", "items": TAG},
+                missing={"type": "array", "items": TAG},
+            ),
+        },
         "ready tasks no live (active or idle) worker can claim: `missing` is the required tags that "
         "the closest live worker lacks (all of them when no worker is live)",
     ),
     workers={"type": "array", "items": WORKER},
     plan=ref("Plan"),
-)  # fmt: skip
+)

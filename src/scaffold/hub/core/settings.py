@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from scaffold.errors import ConfigError
-from scaffold.hub.schemas import KEY_NAME as KEY_NAME_SCHEMA
-from scaffold.hub.types import ROLES, Role
+from scaffold.hub.core.schemas import KEY_NAME as KEY_NAME_SCHEMA
+from scaffold.hub.core.types import ROLES, Role
 
 DEFAULT_PORT = 5555
 MAX_PORT = 65535
@@ -70,21 +70,31 @@ class HubSettings:
         test may still build a hub with a one-second lease).
         """
         rules = [
-            (self.lease_seconds >= 2 * self.heartbeat_seconds,
-             f"queue.lease_seconds = {self.lease_seconds:g} is shorter than the hooks can renew: they renew "
-             f"a worker's leases at most every queue.heartbeat_seconds = {self.heartbeat_seconds:g} s, so a "
-             f"lease needs at least {2 * self.heartbeat_seconds:g} s (two renewals)"),
-            (self.reap_interval_seconds < self.lease_seconds,
-             f"queue.reap_interval_seconds = {self.reap_interval_seconds:g} must be shorter than "
-             f"queue.lease_seconds = {self.lease_seconds:g}, or expired leases wait a whole lease to return"),
-            (self.worker_lost_seconds >= 2 * LIVENESS_BEAT_SECONDS,
-             f"queue.worker_lost_seconds = {self.worker_lost_seconds:g} would call live workers lost: their "
-             f"sessions report every {LIVENESS_BEAT_SECONDS:g} s, so it needs at least "
-             f"{2 * LIVENESS_BEAT_SECONDS:g} s"),
-            (self.max_file_bytes <= self.max_body_bytes,
-             f"workspace.max_file_bytes = {self.max_file_bytes} is above server.max_body_bytes = "
-             f"{self.max_body_bytes}: a file that large could never be sent"),
-        ]  # fmt: skip
+            (
+                self.lease_seconds >= 2 * self.heartbeat_seconds,
+                f"queue.lease_seconds = {self.lease_seconds:g} is shorter than the hooks can renew: they "
+                f"renew a worker's leases at most every queue.heartbeat_seconds = "
+                f"{self.heartbeat_seconds:g} s, so a lease needs at least {2 * self.heartbeat_seconds:g} s "
+                "(two renewals)",
+            ),
+            (
+                self.reap_interval_seconds < self.lease_seconds,
+                f"queue.reap_interval_seconds = {self.reap_interval_seconds:g} must be shorter than "
+                f"queue.lease_seconds = {self.lease_seconds:g}, or expired leases wait a whole lease to "
+                "return",
+            ),
+            (
+                self.worker_lost_seconds >= 2 * LIVENESS_BEAT_SECONDS,
+                f"queue.worker_lost_seconds = {self.worker_lost_seconds:g} would call live workers lost: "
+                f"their sessions report every {LIVENESS_BEAT_SECONDS:g} s, so it needs at least "
+                f"{2 * LIVENESS_BEAT_SECONDS:g} s",
+            ),
+            (
+                self.max_file_bytes <= self.max_body_bytes,
+                f"workspace.max_file_bytes = {self.max_file_bytes} is above server.max_body_bytes = "
+                f"{self.max_body_bytes}: a file that large could never be sent",
+            ),
+        ]
         for holds, message in rules:
             if not holds:
                 raise ConfigError(message)
@@ -125,10 +135,23 @@ _KIND_NAMES: dict[type | tuple[type, ...], str] = {
     bool: "true or false",
     list: "an array",
 }
-_POSITIVE = {"port", "max_body_bytes", "lease_seconds", "heartbeat_seconds", "max_attempts",
-             "worker_lost_seconds", "reap_interval_seconds", "exec_timeout_seconds", "exec_max_output_bytes",
-             "max_file_bytes", "grep_max_bytes", "exec_max_processes", "exec_max_memory_mb",
-             "exec_cpu_seconds", "exec_max_concurrent"}  # fmt: skip
+_POSITIVE = {
+    "port",
+    "max_body_bytes",
+    "lease_seconds",
+    "heartbeat_seconds",
+    "max_attempts",
+    "worker_lost_seconds",
+    "reap_interval_seconds",
+    "exec_timeout_seconds",
+    "exec_max_output_bytes",
+    "max_file_bytes",
+    "grep_max_bytes",
+    "exec_max_processes",
+    "exec_max_memory_mb",
+    "exec_cpu_seconds",
+    "exec_max_concurrent",
+}
 
 
 def load_settings(config: Path | None) -> HubSettings:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 
 
-class Signal:
+class Wakeup:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: set[asyncio.Future[None]] = set()

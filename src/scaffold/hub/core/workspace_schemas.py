@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaffold.hub import schemas as s
-from scaffold.hub.limits import DEFAULT_TTL, MAX_GLOBS, MAX_TTL
+from scaffold.hub.core import schemas as s
+from scaffold.hub.core.limits import DEFAULT_TTL, MAX_GLOBS, MAX_TTL
 
 # -- files and reservations ----------------------------------------------------------------
 

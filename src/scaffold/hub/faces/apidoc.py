@@ -5,8 +5,8 @@ Each doc is hand-written prose around blocks marked `<!-- generated: NAME -->` .
 security from the OpenAPI document, the error codes from the error classes, the task life from
 `TRANSITIONS` and the queue's settings from `HubSettings`. Run it from the checkout's root:
 
-    python -m scaffold.hub.apidoc           # rewrite the blocks
-    python -m scaffold.hub.apidoc --check   # exit 1 with a diff when a doc is out of date
+    python -m scaffold.hub.faces.apidoc           # rewrite the blocks
+    python -m scaffold.hub.faces.apidoc --check   # exit 1 with a diff when a doc is out of date
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from scaffold import __version__
-from scaffold.hub.api import ENDPOINTS
-from scaffold.hub.auth import ROLE_RANK, Authenticator
-from scaffold.hub.errors import HubError
-from scaffold.hub.http import openapi
-from scaffold.hub.limits import MAX_ID
-from scaffold.hub.schemas import COMPONENTS
-from scaffold.hub.settings import _FIELDS, HubSettings
-from scaffold.hub.tasks import TRANSITIONS
+from scaffold.errors import HubError
+from scaffold.hub.core.limits import MAX_ID
+from scaffold.hub.core.schemas import COMPONENTS
+from scaffold.hub.core.settings import _FIELDS, HubSettings
+from scaffold.hub.faces.rest.http import openapi
+from scaffold.hub.faces.rest.routes import ENDPOINTS
+from scaffold.hub.services.auth import ROLE_RANK, Authenticator
+from scaffold.hub.services.queue import TRANSITIONS
 
 BLOCK = re.compile(r"(<!-- generated: ([a-z-]+) -->\n)(.*?)(<!-- end generated -->)", re.DOTALL)
 Schema = dict[str, Any]
@@ -82,8 +82,11 @@ def type_of(schema: Schema, inline: bool = True) -> str:
 def limits(schema: Schema) -> str:
     """A schema's constraints in words: `1-500 characters; ...`, `at most 64 items; each ...`."""
     parts = []
-    for low, high, unit in (("minLength", "maxLength", " characters"), ("minimum", "maximum", ""),
-                            ("minItems", "maxItems", " items")):  # fmt: skip
+    for low, high, unit in (
+        ("minLength", "maxLength", " characters"),
+        ("minimum", "maximum", ""),
+        ("minItems", "maxItems", " items"),
+    ):
         lo, hi = schema.get(low), schema.get(high)
         hi = None if hi == MAX_ID else hi  # an id: any positive integer
         if lo is not None and hi is not None:
@@ -105,8 +108,13 @@ def limits(schema: Schema) -> str:
 def field_rows(schema: Schema, prefix: str = "") -> Iterator[list[str]]:
     required = set(schema.get("required", []))
     for name, prop in schema.get("properties", {}).items():
-        yield [f"`{prefix}{name}`", type_of(prop, inline=False), "yes" if name in required else "",
-               limits(prop), prose(prop.get("description", ""))]  # fmt: skip
+        yield [
+            f"`{prefix}{name}`",
+            type_of(prop, inline=False),
+            "yes" if name in required else "",
+            limits(prop),
+            prose(prop.get("description", "")),
+        ]
         if "properties" in prop:
             yield from field_rows(prop, f"{prefix}{name}.")
         if "properties" in prop.get("items", {}):
@@ -146,8 +154,11 @@ def role(method: str, path: str) -> str:
 
 def common_errors(doc: Schema) -> set[tuple[str, str]]:
     """(status, description) of the errors every operation that needs a key can answer."""
-    answers = [{(s, r["description"]) for s, r in op["responses"].items() if int(s) >= 400}
-               for _, _, op in operations(doc) if "security" in op]  # fmt: skip
+    answers = [
+        {(s, r["description"]) for s, r in op["responses"].items() if int(s) >= 400}
+        for _, _, op in operations(doc)
+        if "security" in op
+    ]
     return answers[0].intersection(*answers[1:])
 
 
@@ -158,30 +169,46 @@ def api_auth(doc: Schema) -> str:
     ]
     unguarded = ", ".join(f"`{m.upper()} {p}`" for m, p, op in operations(doc) if "security" not in op)
     rate = inspect.signature(Authenticator).parameters
-    return "\n".join([
-        f"- The key goes in either header: {' or '.join(headers)}.",
-        f"- Roles, each allowed all that the one before it is: {', '.join(f'`{r}`' for r in ROLE_RANK)}.",
-        f"- Open to anyone, without a key: {unguarded}.",
-        f"- After {rate['max_failures'].default} failed authentications from one address within "
-        f"{rate['window_seconds'].default:g} s, every request from it that needs a key gets 429 "
-        "with a `Retry-After` header, until the oldest failure leaves the window.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"- The key goes in either header: {' or '.join(headers)}.",
+            f"- Roles, each allowed all that the one before it is: {', '.join(f'`{r}`' for r in ROLE_RANK)}.",
+            f"- Open to anyone, without a key: {unguarded}.",
+            f"- After {rate['max_failures'].default} failed authentications from one address within "
+            f"{rate['window_seconds'].default:g} s, every request from it that needs a key gets 429 "
+            "with a `Retry-After` header, until the oldest failure leaves the window.",
+        ]
+    )
 
 
 def api_overview(doc: Schema) -> str:
-    rows = [[f"`{m.upper()}`", f"[`{p}`](#{op['operationId']})", role(m, p), prose(op["summary"])]
-            for m, p, op in operations(doc)]  # fmt: skip
+    rows = [
+        [f"`{m.upper()}`", f"[`{p}`](#{op['operationId']})", role(m, p), prose(op["summary"])]
+        for m, p, op in operations(doc)
+    ]
     return table(["method", "path", "role", "summary"], rows)
 
 
 def api_endpoints(doc: Schema) -> str:
     common, out = common_errors(doc), []
     for method, path, op in operations(doc):
-        out += [f'<a id="{op["operationId"]}"></a>', f"### `{method.upper()} {path}`", "",
-                f"{prose(op['summary'])}. Role: {role(method, path)}.", ""]  # fmt: skip
-        params = [[f"`{p['name']}`", p["in"], type_of(p["schema"]), limits(p["schema"]),
-                   prose(p.get("description", "")) + (" (repeatable)" if p.get("explode") else "")]
-                  for p in op.get("parameters", [])]  # fmt: skip
+        out += [
+            f'<a id="{op["operationId"]}"></a>',
+            f"### `{method.upper()} {path}`",
+            "",
+            f"{prose(op['summary'])}. Role: {role(method, path)}.",
+            "",
+        ]
+        params = [
+            [
+                f"`{p['name']}`",
+                p["in"],
+                type_of(p["schema"]),
+                limits(p["schema"]),
+                prose(p.get("description", "")) + (" (repeatable)" if p.get("explode") else ""),
+            ]
+            for p in op.get("parameters", [])
+        ]
         if params:
             out += [table(["parameter", "in", "type", "limits", "meaning"], params), ""]
         if "application/octet-stream" in op.get("requestBody", {}).get("content", {}):
@@ -211,8 +238,13 @@ def api_schemas(doc: Schema) -> str:
     out = []
     for name, schema in doc["components"]["schemas"].items():
         rows = list(field_rows(schema))
-        out += [f'<a id="schema-{name.lower()}"></a>', f"### {name}", "",
-                table(["field", "type", "always there", "limits", "meaning"], rows), ""]  # fmt: skip
+        out += [
+            f'<a id="schema-{name.lower()}"></a>',
+            f"### {name}",
+            "",
+            table(["field", "type", "always there", "limits", "meaning"], rows),
+            "",
+        ]
     return "\n".join(out).rstrip()
 
 
@@ -224,8 +256,11 @@ def api_errors(doc: Schema) -> str:
     for cls in classes:  # grows as it goes: every subclass, at any depth
         classes.extend(cls.__subclasses__())
         meaning = prose(" ".join((cls.__doc__ or "").split("\n\n")[0].split()))
-        rows[(cls.status, cls.code)] = [f"`{cls.status}`", f"`{cls.code}`",
-                                        meaning or common.get(str(cls.status), "see below")]  # fmt: skip
+        rows[(cls.status, cls.code)] = [
+            f"`{cls.status}`",
+            f"`{cls.code}`",
+            meaning or common.get(str(cls.status), "see below"),
+        ]
     return table(["status", "code", "meaning"], [rows[k] for k in sorted(rows)])
 
 
@@ -248,8 +283,11 @@ def queue_transitions(doc: Schema) -> str:
 
 def queue_settings(doc: Schema) -> str:
     defaults = {f.name: f.default for f in fields(HubSettings)}
-    rows = [[f"`{key}`", f"{defaults[name]:g}", QUEUE_SETTINGS[key]]
-            for (section, key), (name, _) in _FIELDS.items() if section == "queue"]  # fmt: skip
+    rows = [
+        [f"`{key}`", f"{defaults[name]:g}", QUEUE_SETTINGS[key]]
+        for (section, key), (name, _) in _FIELDS.items()
+        if section == "queue"
+    ]
     return table(["`[queue]` setting", "default", "meaning"], rows)
 
 
@@ -280,19 +318,30 @@ def security_roles(doc: Schema) -> str:
 
 
 def exec_settings(doc: Schema) -> str:
-    shown = {f.name: f"{f.default:g}" if isinstance(f.default, float) else json.dumps(f.default)
-             for f in fields(HubSettings) if f.name.startswith("exec_")}  # fmt: skip
-    rows = [[f"`{key}`", shown[name], EXEC_SETTINGS[key]]
-            for (section, key), (name, _) in _FIELDS.items() if section == "exec"]  # fmt: skip
+    shown = {
+        f.name: f"{f.default:g}" if isinstance(f.default, float) else json.dumps(f.default)
+        for f in fields(HubSettings)
+        if f.name.startswith("exec_")
+    }
+    rows = [
+        [f"`{key}`", shown[name], EXEC_SETTINGS[key]]
+        for (section, key), (name, _) in _FIELDS.items()
+        if section == "exec"
+    ]
     return table(["`[exec]` setting", "default", "meaning"], rows)
 
 
 BLOCKS: dict[str, dict[str, Callable[[Schema], str]]] = {
-    "api.md": {"auth": api_auth, "overview": api_overview, "endpoints": api_endpoints,
-               "errors": api_errors, "schemas": api_schemas},
+    "api.md": {
+        "auth": api_auth,
+        "overview": api_overview,
+        "endpoints": api_endpoints,
+        "errors": api_errors,
+        "schemas": api_schemas,
+    },
     "queue.md": {"diagram": queue_diagram, "transitions": queue_transitions, "settings": queue_settings},
     "security.md": {"auth": api_auth, "roles": security_roles, "exec-settings": exec_settings},
-}  # fmt: skip
+}
 
 
 def generate(name: str, text: str, doc: Schema) -> str:
@@ -314,20 +363,25 @@ def outdated(docs: Path) -> dict[Path, tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser("python -m scaffold.hub.apidoc", description="Regenerate the docs.")
+    parser = argparse.ArgumentParser(
+        "python -m scaffold.hub.faces.apidoc", description="Regenerate the docs."
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff if outdated")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="the docs directory (default: docs)")
     args = parser.parse_args(argv)
     changed = outdated(args.docs)
     for path, (current, wanted) in changed.items():
         if args.check:
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), wanted.splitlines(True),
-                                                       str(path), f"{path} (generated)"))  # fmt: skip
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(True), wanted.splitlines(True), str(path), f"{path} (generated)"
+                )
+            )
         else:
             path.write_text(wanted, encoding="utf-8")
             print(f"rewrote {path}")
     if args.check and changed:
-        print("the docs are out of date: run `python -m scaffold.hub.apidoc`", file=sys.stderr)
+        print("the docs are out of date: run `python -m scaffold.hub.faces.apidoc`", file=sys.stderr)
     return 1 if args.check and changed else 0
 
 

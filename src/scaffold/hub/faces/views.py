@@ -16,15 +16,15 @@ from typing import Any
 
 import fastjsonschema
 
-from scaffold.hub.container import Progress
-from scaffold.hub.errors import InvalidRequest, LeaseConflict
-from scaffold.hub.files import Workspace
-from scaffold.hub.limits import DEFAULT_TTL, MAX_ID
-from scaffold.hub.reservations import Reservations
-from scaffold.hub.tasks import Queue
-from scaffold.hub.types import ApiKey, Message, NewTask, Plan, Reservation, Task, Worker
-from scaffold.hub.walk import Entry
-from scaffold.hub.workers import Workers
+from scaffold.errors import InvalidRequest, LeaseConflict
+from scaffold.hub.core.limits import DEFAULT_TTL, MAX_ID
+from scaffold.hub.core.types import ApiKey, Message, NewTask, Plan, Reservation, Task, Worker
+from scaffold.hub.services.container import Progress
+from scaffold.hub.services.files import Files
+from scaffold.hub.services.queue import Queue
+from scaffold.hub.services.reservations import Reservations
+from scaffold.hub.services.walk import Entry
+from scaffold.hub.services.workers import Workers
 
 # -- views ---------------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ def reserve(reservations: Reservations, args: Mapping[str, Any]) -> list[Reserva
     )
 
 
-async def edited(workspace: Workspace, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+async def edited(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
     """Edit a file as REST and MCP both ask for it; the answer both return."""
     edit = await asyncio.to_thread(
         lambda: workspace.edit(
@@ -245,7 +245,7 @@ async def edited(workspace: Workspace, args: Mapping[str, Any], actor: str) -> d
     return {**written_view(edit.path, edit.size, edit.etag), "replacements": edit.replacements}
 
 
-async def deleted(workspace: Workspace, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+async def deleted(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
     gone = await asyncio.to_thread(
         lambda: workspace.delete(
             args["path"], writer=args.get("worker_id"), if_match=args.get("etag"), actor=actor
@@ -254,7 +254,7 @@ async def deleted(workspace: Workspace, args: Mapping[str, Any], actor: str) -> 
     return {"path": gone.path, "type": gone.type}
 
 
-async def moved(workspace: Workspace, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+async def moved(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
     move = await asyncio.to_thread(
         lambda: workspace.move(
             args["from"],
@@ -267,7 +267,7 @@ async def moved(workspace: Workspace, args: Mapping[str, Any], actor: str) -> di
     return {"from": move.source, "to": move.destination, "type": move.type}
 
 
-async def grepped(workspace: Workspace, args: Mapping[str, Any]) -> dict[str, Any]:
+async def grepped(workspace: Files, args: Mapping[str, Any]) -> dict[str, Any]:
     found = await asyncio.to_thread(
         lambda: workspace.grep(
             args["pattern"],

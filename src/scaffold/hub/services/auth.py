@@ -8,9 +8,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 
-from scaffold.hub.errors import Forbidden, TooManyRequests, Unauthorized
+from scaffold.errors import Forbidden, TooManyRequests, Unauthorized
+from scaffold.hub.core.types import ApiKey, Clock, Role
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import ApiKey, Clock, Role
 
 ROLE_RANK: dict[Role, int] = {"viewer": 0, "agent": 1, "admin": 2}
 

@@ -13,20 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scaffold.hub.auth import Authenticator, Keys
-from scaffold.hub.events import EventBus, Events
-from scaffold.hub.exec import Executor, Outcome, execute
-from scaffold.hub.files import Workspace
-from scaffold.hub.gitwork import GitWorkspace
-from scaffold.hub.messages import Messages
-from scaffold.hub.plan import Plans
-from scaffold.hub.reservations import Reservations
-from scaffold.hub.settings import HubSettings
-from scaffold.hub.signals import Signal
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.core.types import Clock, Plan, Task, TaskState, Worker
+from scaffold.hub.core.wakeup import Wakeup
+from scaffold.hub.services.auth import Authenticator, Keys
+from scaffold.hub.services.events import EventBus, Events
+from scaffold.hub.services.exec import Executor, Outcome, execute
+from scaffold.hub.services.files import Files
+from scaffold.hub.services.git import GitRepository
+from scaffold.hub.services.messages import Messages
+from scaffold.hub.services.plan import Plans
+from scaffold.hub.services.queue import Queue, QueueSettings
+from scaffold.hub.services.reservations import Reservations
+from scaffold.hub.services.workers import Workers
 from scaffold.hub.store.base import Store
-from scaffold.hub.tasks import Queue, QueueSettings
-from scaffold.hub.types import Clock, Plan, Task, TaskState, Worker
-from scaffold.hub.workers import Workers
 
 log = logging.getLogger("scaffold.hub")
 
@@ -57,10 +57,10 @@ class Services:
     keys: Keys
     bus: EventBus
     events: Events
-    git: GitWorkspace
+    git: GitRepository
     executor: Executor
     reservations: Reservations
-    workspace: Workspace
+    files: Files
 
     @classmethod
     def build(cls, store: Store, settings: HubSettings, clock: Clock = time.time) -> Services:
@@ -70,7 +70,7 @@ class Services:
             max_wait_seconds=settings.max_wait_seconds,
         )
         reservations = Reservations(store, clock, settings.workspace)
-        queue = Queue(store, clock, queue_settings, Signal())
+        queue = Queue(store, clock, queue_settings, Wakeup())
         bus = EventBus(store.last_event_id())
         return cls(
             store=store,
@@ -84,14 +84,14 @@ class Services:
             keys=Keys(store, clock),
             bus=bus,
             events=Events(store, bus),
-            git=GitWorkspace(settings.workspace),
+            git=GitRepository(settings.workspace),
             executor=Executor.configured(settings),
             reservations=reservations,
-            workspace=Workspace.build(store, settings, clock, reservations),
+            files=Files.build(store, settings, clock, reservations),
         )
 
     async def complete_task(self, task_id: int, token: str, result: str) -> Task:
-        """Complete the task, then commit what changed in the workspace during it (gitwork).
+        """Complete the task, then commit what changed in the workspace during it (services.git).
 
         Only a new completion commits (the same token again returns the task as it is). A git
         failure is logged and leaves `commit` null: the completion itself is never lost.

@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from functools import cached_property
 
-from scaffold.hub.signals import wake
+from scaffold.hub.core.types import Event
+from scaffold.hub.core.wakeup import wake
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Event
 
 KEEPALIVE_SECONDS = 15.0
 """A `: keep-alive` comment goes out after this many seconds with nothing sent (docs/api.md)."""

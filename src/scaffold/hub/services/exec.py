@@ -3,7 +3,7 @@
 A command is an argv list (run directly) or a shell string (`/bin/sh -c`), in a directory of the
 workspace, with a timeout, an output cap and a minimal environment:
 
-- It runs confined (scaffold.hub.sandbox): by default in a bubblewrap sandbox that shows it
+- It runs confined (scaffold.hub.services.sandbox): by default in a bubblewrap sandbox that shows it
   its tree (the workspace), read-only system directories, a private /tmp, its own /proc and
   nothing of the hub's data, configuration or home, with limits on processes, memory and CPU
   time and no network unless `[exec] network = true`. Where the sandbox does not work, commands
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaffold.hub.errors import (
+from scaffold.errors import (
     Disabled,
     HubError,
     InvalidRequest,
@@ -53,14 +53,14 @@ from scaffold.hub.errors import (
     NotFound,
     TooManyRequests,
 )
-from scaffold.hub.paths import confine
-from scaffold.hub.sandbox import Launch, Limits, Sandbox
+from scaffold.hub.core.paths import confine
+from scaffold.hub.services.sandbox import Launch, Limits, Sandbox
 
 if TYPE_CHECKING:
-    from scaffold.hub.settings import HubSettings
+    from scaffold.hub.core.settings import HubSettings
+    from scaffold.hub.core.types import Clock
+    from scaffold.hub.services.queue import Queue
     from scaffold.hub.store.base import Store
-    from scaffold.hub.tasks import Queue
-    from scaffold.hub.types import Clock
 
 log = logging.getLogger("scaffold.hub")
 
@@ -110,9 +110,14 @@ class Outcome:
     timed_out: bool
 
     def view(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "stdout": self.stdout, "stderr": self.stderr,
-                "duration_seconds": self.duration_seconds, "truncated": self.truncated,
-                "timed_out": self.timed_out}  # fmt: skip
+        return {
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "duration_seconds": self.duration_seconds,
+            "truncated": self.truncated,
+            "timed_out": self.timed_out,
+        }
 
 
 def resolve_cwd(root: Path, cwd: str) -> Path:
@@ -203,8 +208,9 @@ class Executor:
     @classmethod
     def configured(cls, settings: HubSettings) -> Executor:
         limits = Limits(settings.exec_max_processes, settings.exec_max_memory_mb, settings.exec_cpu_seconds)
-        sandbox = Sandbox(settings.exec_sandbox, network=settings.exec_network, limits=limits,
-                          hidden=(settings.data_dir,))  # fmt: skip
+        sandbox = Sandbox(
+            settings.exec_sandbox, network=settings.exec_network, limits=limits, hidden=(settings.data_dir,)
+        )
         return cls(settings.workspace, settings.exec_max_output_bytes, sandbox, settings.exec_max_concurrent)
 
     async def start(self) -> None:
@@ -245,10 +251,16 @@ class Executor:
         started = time.monotonic()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *launch.argv, cwd=command.cwd, env=launch.env, start_new_session=True,
-                preexec_fn=launch.preexec, pass_fds=launch.pass_fds, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+                *launch.argv,
+                cwd=command.cwd,
+                env=launch.env,
+                start_new_session=True,
+                preexec_fn=launch.preexec,
+                pass_fds=launch.pass_fds,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
         except OSError as error:  # as a shell says it: 127 not found, 126 cannot run
             return _not_run(launch.argv[0], error, started)
         launch.started()
@@ -280,8 +292,14 @@ class Executor:
             return _not_run(command.argv[0] if command.argv else "sh", _exec_error(stderr), started)
         if self.sandbox.confined and code in SIGNALLED:
             code = -(code - 128)
-        return Outcome(code, out.text(), stderr, round(time.monotonic() - started, 6),
-                       out.truncated or err.truncated, timed_out)  # fmt: skip
+        return Outcome(
+            code,
+            out.text(),
+            stderr,
+            round(time.monotonic() - started, 6),
+            out.truncated or err.truncated,
+            timed_out,
+        )
 
     async def _end_group(
         self, group: int, proc: asyncio.subprocess.Process, readers: Sequence[asyncio.Task[None]]
@@ -444,10 +462,16 @@ async def execute(
                 await keeper
     kind = "argv" if command.argv is not None else "shell"
     store.append_event(
-        "exec.ran", clock(), actor=actor, **{kind: command.text()[:EVENT_TEXT]}, cwd=cwd_text,
-        exit_code=outcome.exit_code, duration_seconds=outcome.duration_seconds,
-        timed_out=outcome.timed_out, task_id=task_id,
-    )  # fmt: skip
+        "exec.ran",
+        clock(),
+        actor=actor,
+        **{kind: command.text()[:EVENT_TEXT]},
+        cwd=cwd_text,
+        exit_code=outcome.exit_code,
+        duration_seconds=outcome.duration_seconds,
+        timed_out=outcome.timed_out,
+        task_id=task_id,
+    )
     return outcome
 
 

@@ -1,6 +1,6 @@
 """The workspace's files: list, read, write, edit, delete, move and grep, confined to the root.
 
-**Confinement.** Every path goes through `scaffold.hub.paths.confine` (the rules are written
+**Confinement.** Every path goes through `scaffold.hub.core.paths.confine` (the rules are written
 there once, for files and commands alike); anything it refuses is a 403 `path_refused` before
 anything on disk changes. Only regular files and directories
 are read or written: a FIFO, socket or device is refused too, and opened never. Walks (list,
@@ -14,15 +14,15 @@ there) or `If-None-Match: *` (create only); a write with neither creates the fil
 (412) to replace an existing one, so nothing is ever overwritten silently. An edit is guarded by
 its `old` text (and by an ETag if given). A write replaces the file atomically: a temporary
 file in the same directory, fsync, rename, fsync of the directory; a reader sees the old bytes
-or the new ones, never a mix. Reservations (`scaffold.hub.reservations`) are checked under the
+or the new ones, never a mix. Reservations (`scaffold.hub.services.reservations`) are checked under the
 same lock, before anything changes.
 
 **Limits.** A file larger than `max_file_bytes` is neither read nor written (413). Grep skips
 binary files (a NUL in the first 8 KiB) and files over `max_file_bytes`, reads at most
 `max_bytes` in all, stops after `max_matches` or `GREP_SECONDS`, and says when it stopped early.
-Its pattern runs on RE2 (`scaffold.hub.patterns`), in time linear in the text, so no pattern
+Its pattern runs on RE2 (`scaffold.hub.core.patterns`), in time linear in the text, so no pattern
 makes a search slow. Listing, grep and every other file operation run in a worker thread (see
-`scaffold.hub.api_files`), never on the event loop.
+`scaffold.hub.faces.rest.files`), never on the event loop.
 """
 
 from __future__ import annotations
@@ -38,26 +38,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaffold.hub.errors import (
+from scaffold.errors import (
     Conflict,
     InvalidRequest,
     PathRefused,
     PayloadTooLarge,
     StaleFile,
 )
-from scaffold.hub.globs import glob_of, matches
-from scaffold.hub.paths import NOT_THERE, Target, confine, path_error
-from scaffold.hub.patterns import LinePattern
-from scaffold.hub.reservations import Reservations
-from scaffold.hub.search import Found, read_all, search
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.globs import glob_of, matches
+from scaffold.hub.core.paths import NOT_THERE, Target, confine, path_error
+from scaffold.hub.core.patterns import LinePattern
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.core.types import Clock
+from scaffold.hub.services.reservations import Reservations
+from scaffold.hub.services.search import Found, read_all, search
+from scaffold.hub.services.walk import Entry, Kind, kind_name, kind_of, walk
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Clock
-from scaffold.hub.walk import Entry, Kind, kind_name, kind_of, walk
 
 Audit = Callable[[str, str | None, dict[str, object]], object]
 """Records a change: (event type, actor, data)."""
-
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ def etag_of(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-class Workspace:
+class Files:
     def __init__(
         self,
         root: Path,
@@ -118,9 +117,7 @@ class Workspace:
         self._root: Path | None = None
 
     @classmethod
-    def build(
-        cls, store: Store, settings: HubSettings, clock: Clock, reservations: Reservations
-    ) -> Workspace:
+    def build(cls, store: Store, settings: HubSettings, clock: Clock, reservations: Reservations) -> Files:
         """The hub's workspace: each change is recorded as an event of the store."""
 
         def audit(event_type: str, actor: str | None, data: dict[str, object]) -> object:
@@ -266,8 +263,15 @@ class Workspace:
             _preconditions(target.path, current, if_match, if_none_match)
             self._replace(target, content, path)
         written = Written(target.path, len(content), etag_of(content), current is None)
-        self._event("file.written", actor, path=written.path, worker_id=writer, size=written.size,
-                    etag=written.etag, created=written.created)  # fmt: skip
+        self._event(
+            "file.written",
+            actor,
+            path=written.path,
+            worker_id=writer,
+            size=written.size,
+            etag=written.etag,
+            created=written.created,
+        )
         return written
 
     def edit(
@@ -316,8 +320,15 @@ class Workspace:
             self._check_size(path, len(after))
             self._replace(target, after, path)
         edited = Edited(target.path, len(after), etag_of(after), count if replace_all else 1)
-        self._event("file.edited", actor, path=edited.path, worker_id=writer, size=edited.size,
-                    etag=edited.etag, replacements=edited.replacements)  # fmt: skip
+        self._event(
+            "file.edited",
+            actor,
+            path=edited.path,
+            worker_id=writer,
+            size=edited.size,
+            etag=edited.etag,
+            replacements=edited.replacements,
+        )
         return edited
 
     def delete(

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaffold.errors import GitError
-from scaffold.hub.exec import minimal_environment
-from scaffold.hub.types import Task, Worker
+from scaffold.hub.core.types import Task, Worker
+from scaffold.hub.services.exec import minimal_environment
 
 log = logging.getLogger("scaffold.hub")
 
@@ -46,8 +46,16 @@ LOCK_RETRY_DELAY = 0.2  # seconds
 MAX_SUMMARY = 20_000  # characters of the task's result kept in the commit message
 # Workers can write into the workspace, .git/ included: the hub's own git must not run hooks or
 # an fsmonitor command they could have planted, nor wait for a signing key.
-SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-               "-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main")  # fmt: skip
+SAFE_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "init.defaultBranch=main",
+)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -83,7 +91,7 @@ def commit_message(task: Task, worker: Worker | None) -> str:
     return "\n\n".join(part for part in (f"task {task.id}: {title}", summary, trailers) if part) + "\n"
 
 
-class GitWorkspace:
+class GitRepository:
     """The workspace's repository; `ensure()` on start, `commit_task()` on each completion."""
 
     def __init__(self, root: Path, timeout: float = GIT_TIMEOUT) -> None:
@@ -105,11 +113,13 @@ class GitWorkspace:
     def _environment(self) -> dict[str, str]:
         # Not the hub's environment (no secrets, no GIT_DIR from a caller); git must not look
         # for a repository above the workspace, nor ask anyone for anything.
-        return minimal_environment({
-            "GIT_CEILING_DIRECTORIES": str(self.root.resolve().parent),
-            "GIT_TERMINAL_PROMPT": "0",
-            "LC_ALL": "C",
-        })  # fmt: skip
+        return minimal_environment(
+            {
+                "GIT_CEILING_DIRECTORIES": str(self.root.resolve().parent),
+                "GIT_TERMINAL_PROMPT": "0",
+                "LC_ALL": "C",
+            }
+        )
 
     async def git(self, *args: str, stdin: bytes | None = None, check: bool = True) -> GitResult:
         """Run `git <args>` in the workspace; GitError if it fails (with `check`) or times out.
@@ -130,11 +140,15 @@ class GitWorkspace:
     async def _git_once(self, args: tuple[str, ...], stdin: bytes | None) -> GitResult:
         try:
             proc = await asyncio.create_subprocess_exec(
-                "git", *SAFE_CONFIG, *args,
-                cwd=self.root, env=self._environment(),
+                "git",
+                *SAFE_CONFIG,
+                *args,
+                cwd=self.root,
+                env=self._environment(),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
         except OSError as error:
             raise GitError(f"cannot run git in {self.root}: {error}") from error
         try:
@@ -186,8 +200,9 @@ class GitWorkspace:
                     raise GitError(f"git diff --cached failed ({staged.code}): {staged.stderr.strip()}")
                 message = commit_message(task, worker).encode("utf-8", errors="replace")
                 # whitespace: keep lines starting with '#' (a markdown heading in the result)
-                await self.git("commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-",
-                               stdin=message)  # fmt: skip
+                await self.git(
+                    "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", stdin=message
+                )
                 sha = (await self.git("rev-parse", "--verify", "HEAD")).stdout.strip()
         except (GitError, OSError) as error:
             self.ready = False

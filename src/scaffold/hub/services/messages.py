@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from scaffold.hub.errors import InvalidRequest
+from scaffold.errors import InvalidRequest
+from scaffold.hub.core.types import Clock, Message
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Clock, Message
 
 TARGET = re.compile(r"all|coordinator|role:[a-z0-9][a-z0-9._-]{0,63}|worker:[1-9][0-9]{0,17}")
 MAX_BODY = 64 * 1024

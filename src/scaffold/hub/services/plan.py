@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from scaffold.hub.core.types import Clock, Plan
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Clock, Plan
 
 
 class Plans:

@@ -1,7 +1,7 @@
 """The task queue: what may be created, claims and their long polls, and each transition.
 
 The REST routes and the MCP tools both call `Queue`. It checks what is created, then has each
-transition decided by the rules of `scaffold.hub.lifecycle` and applied atomically by the
+transition decided by the rules of `scaffold.hub.core.lifecycle` and applied atomically by the
 store. Time comes from an injected clock, so tests move it instead of sleeping.
 """
 
@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from scaffold.hub import lifecycle
-from scaffold.hub.errors import HubError, InvalidRequest
-from scaffold.hub.lifecycle import TRANSITIONS as TRANSITIONS
-from scaffold.hub.lifecycle import ClaimRequest
-from scaffold.hub.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES
-from scaffold.hub.signals import Signal
+from scaffold.errors import HubError, InvalidRequest
+from scaffold.hub.core import lifecycle
+from scaffold.hub.core.lifecycle import TRANSITIONS as TRANSITIONS
+from scaffold.hub.core.lifecycle import ClaimRequest
+from scaffold.hub.core.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES
+from scaffold.hub.core.types import Clock, NewTask, Task, TaskState
+from scaffold.hub.core.wakeup import Wakeup
 from scaffold.hub.store.base import Store, TaskFilter
-from scaffold.hub.types import Clock, NewTask, Task, TaskState
 
 CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -39,12 +39,12 @@ class QueueSettings:
 
 class Queue:
     def __init__(
-        self, store: Store, clock: Clock, settings: QueueSettings, signal: Signal | None = None
+        self, store: Store, clock: Clock, settings: QueueSettings, signal: Wakeup | None = None
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
-        self.signal = signal or Signal()
+        self.signal = signal or Wakeup()
         self.closing = False
         self.waiting: Counter[int] = Counter()
         """Worker id -> its claims waiting right now (long polls)."""

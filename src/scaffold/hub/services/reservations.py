@@ -4,7 +4,7 @@
   naming the holder); and nobody else may take an exclusive reservation that overlaps it.
 - **Shared**: blocks nobody; it is listed, so others can see who works where.
 
-Globs follow `scaffold.hub.globs`: `src/api/**` is everything under `src/api`. A glob written
+Globs follow `scaffold.hub.core.globs`: `src/api/**` is everything under `src/api`. A glob written
 as a directory (`src/api/`), or a plain path naming an existing directory of the workspace
 (`src/api`), is read as its contents (`src/api/**`): reserving a directory reserves what it holds.
 
@@ -25,11 +25,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from scaffold.hub.errors import InvalidRequest, Reserved
-from scaffold.hub.globs import glob_of, is_literal, matches, matches_within
-from scaffold.hub.limits import DEFAULT_TTL, MAX_GLOBS, MAX_TTL
+from scaffold.errors import InvalidRequest, Reserved
+from scaffold.hub.core.globs import glob_of, is_literal, matches, matches_within
+from scaffold.hub.core.limits import DEFAULT_TTL, MAX_GLOBS, MAX_TTL
+from scaffold.hub.core.types import Clock, Reservation
 from scaffold.hub.store.base import Store
-from scaffold.hub.types import Clock, Reservation
 
 
 class Reservations:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaffold.hub.errors import SandboxUnavailable
+from scaffold.errors import SandboxUnavailable
 
 log = logging.getLogger("scaffold.hub")
 
@@ -58,13 +58,49 @@ TMP = "/tmp"  # noqa: S108 (the sandbox's own tmpfs, not the host's)
 HOME = TMP  # tools that write to HOME (git, npm, pip) work
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (
-    "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version",
-    "environment", "fonts", "gai.conf", "gitconfig", "group", "host.conf", "hostname", "hosts",
-    "inputrc", "java-17-openjdk", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "locale.alias",
-    "localtime", "lsb-release", "magic", "magic.mime", "mime.types", "networks", "nsswitch.conf",
-    "os-release", "passwd", "perl", "pki", "profile", "profile.d", "protocols", "python3",
-    "resolv.conf", "services", "shells", "ssl", "terminfo", "timezone", "vim", "xdg",
-)  # fmt: skip
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "environment",
+    "fonts",
+    "gai.conf",
+    "gitconfig",
+    "group",
+    "host.conf",
+    "hostname",
+    "hosts",
+    "inputrc",
+    "java-17-openjdk",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "lsb-release",
+    "magic",
+    "magic.mime",
+    "mime.types",
+    "networks",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "perl",
+    "pki",
+    "profile",
+    "profile.d",
+    "protocols",
+    "python3",
+    "resolv.conf",
+    "services",
+    "shells",
+    "ssl",
+    "terminfo",
+    "timezone",
+    "vim",
+    "xdg",
+)
 """The /etc entries a command sees (those that exist); not secrets, not the hub's configuration."""
 MASKED_ETC = ("ssl/private",)
 NOBODY = 65534
@@ -148,8 +184,10 @@ class Sandbox:
     def probe(self, tree: Path) -> None:
         """Find out once whether commands can run confined here, and log how they will run."""
         if not self.confined:
-            log.warning('[exec] sandbox = "none": commands run as the hub\'s user, unconfined; an agent '
-                        "key can read the hub's data and keys")  # fmt: skip
+            log.warning(
+                '[exec] sandbox = "none": commands run as the hub\'s user, unconfined; an agent '
+                "key can read the hub's data and keys"
+            )
             return
         found = shutil.which(self.bwrap)
         if found is None:
@@ -160,10 +198,17 @@ class Sandbox:
         self.cgroups = _pids_cgroup_parent()
         launch = self.launch(["true"], tree, tree, {"PATH": "/usr/bin:/bin"})
         try:
-            done = subprocess.run(launch.argv, env=launch.env, preexec_fn=launch.preexec, cwd=tree,
-                                  pass_fds=launch.pass_fds,
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT,
-                                  check=False)  # fmt: skip
+            done = subprocess.run(
+                launch.argv,
+                env=launch.env,
+                preexec_fn=launch.preexec,
+                cwd=tree,
+                pass_fds=launch.pass_fds,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=PROBE_TIMEOUT,
+                check=False,
+            )
             reason = done.stderr.decode(errors="replace").strip().splitlines()[:1]
             failed = f"it exited {done.returncode}: {reason[0] if reason else 'no message'}"
         except (OSError, subprocess.SubprocessError) as error:
@@ -186,8 +231,11 @@ class Sandbox:
             processes = (
                 "nothing: the hub runs as root, which RLIMIT_NPROC exempts, and no pids cgroup is writable"
             )
-        log.info("commands run in a bubblewrap sandbox (network %s); processes are limited by %s",
-                 "on" if self.network else "off", processes)  # fmt: skip
+        log.info(
+            "commands run in a bubblewrap sandbox (network %s); processes are limited by %s",
+            "on" if self.network else "off",
+            processes,
+        )
 
     def launch(self, argv: Sequence[str], tree: Path, cwd: Path, env: Mapping[str, str]) -> Launch:
         """What to start for `argv` in `cwd` (inside `tree`); call release() once it has ended."""
@@ -212,8 +260,16 @@ class Sandbox:
                     os.close(fd)
             limits.apply()
 
-        command = [self.bwrap, *self._arguments(tree.resolve(), cwd), "--json-status-fd", str(write),
-                   "--clearenv", *variables, "--", *argv]  # fmt: skip
+        command = [
+            self.bwrap,
+            *self._arguments(tree.resolve(), cwd),
+            "--json-status-fd",
+            str(write),
+            "--clearenv",
+            *variables,
+            "--",
+            *argv,
+        ]
         return Launch(
             command, {"PATH": BWRAP_PATH}, preexec, status_fd=write, status_read=read, cgroup=cgroup
         )
@@ -242,9 +298,20 @@ class Sandbox:
     def _arguments(self, tree: Path, cwd: Path) -> list[str]:
         uid = os.getuid() or NOBODY  # root's commands run as nobody (a uid of the sandbox only)
         gid = os.getgid() or NOBODY
-        args = ["--unshare-all", *(["--share-net"] if self.network else []), "--unshare-user",
-                "--disable-userns", "--uid", str(uid), "--gid", str(gid), "--cap-drop", "ALL",
-                "--die-with-parent", "--new-session"]  # fmt: skip
+        args = [
+            "--unshare-all",
+            *(["--share-net"] if self.network else []),
+            "--unshare-user",
+            "--disable-userns",
+            "--uid",
+            str(uid),
+            "--gid",
+            str(gid),
+            "--cap-drop",
+            "ALL",
+            "--die-with-parent",
+            "--new-session",
+        ]
         for system in map(Path, SYSTEM):
             if system.is_symlink():
                 args += ["--symlink", str(system.readlink()), str(system)]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaffold.errors import PathRefused
-from scaffold.hub.globs import matches
-from scaffold.hub.paths import Target, path_error
-from scaffold.hub.patterns import LinePattern
-from scaffold.hub.walk import Entry, Walk, kind_name, walk
+from scaffold.hub.core.globs import matches
+from scaffold.hub.core.paths import Target, path_error
+from scaffold.hub.core.patterns import LinePattern
+from scaffold.hub.services.walk import Entry, Walk, kind_name, walk
 
 BINARY_PROBE = 8192  # bytes looked at for a NUL
 GREP_SECONDS = 10.0

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Container, Mapping, Sequence
 from functools import partial
 
-from scaffold.hub import lifecycle
-from scaffold.hub.errors import InvalidRequest, LeaseConflict, NotFound
+from scaffold.errors import InvalidRequest, LeaseConflict, NotFound
+from scaffold.hub.core import lifecycle
+from scaffold.hub.core.types import Clock, Task, Worker
+from scaffold.hub.services.queue import CAPABILITY, Queue
 from scaffold.hub.store.base import Store
-from scaffold.hub.tasks import CAPABILITY, Queue
-from scaffold.hub.types import Clock, Task, Worker
 
 
 class Workers:

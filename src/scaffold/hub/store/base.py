@@ -2,7 +2,7 @@
 
 Every operation that changes state is atomic, appends its events to the event log in the same
 transaction, and takes `now` from the caller (the services own the clock). The store knows
-nothing of HTTP, nor of the queue's rules: it applies the transitions `scaffold.hub.lifecycle`
+nothing of HTTP, nor of the queue's rules: it applies the transitions `scaffold.hub.core.lifecycle`
 decides. Any store (SQLite here, PostgreSQL later) must pass `tests/store_contract.py`.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from scaffold.hub import lifecycle
-from scaffold.hub.errors import HubError
-from scaffold.hub.lifecycle import ClaimRequest, ClaimTerms, Decide, DecideClaim
-from scaffold.hub.types import (
+from scaffold.errors import HubError
+from scaffold.hub.core import lifecycle
+from scaffold.hub.core.lifecycle import ClaimRequest, ClaimTerms, Decide, DecideClaim
+from scaffold.hub.core.types import (
     ApiKey,
     Event,
     Message,
@@ -39,7 +39,7 @@ class TaskFilter:
 
 
 class Store(ABC):
-    """Domain operations of the hub. Methods raise `scaffold.hub.errors` for bad ids or leases."""
+    """Domain operations of the hub. Methods raise `scaffold.errors` for bad ids or leases."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class Store(ABC):
         """(id, required capabilities) of every ready task that requires some, in id order."""
 
     # The queue's transitions: the store reads the task and applies the `Transition` that a
-    # rule of `scaffold.hub.lifecycle` decides, all in one write transaction (events included).
+    # rule of `scaffold.hub.core.lifecycle` decides, all in one write transaction (events included).
     # It decides nothing itself, so a second store holds no rule of the queue.
 
     @abstractmethod
@@ -190,7 +190,7 @@ class Store(ABC):
         """Reserve normalized globs for a worker, all or none, one reservation per pattern.
 
         NotFound for an unknown worker or task; Conflict for a stopped worker or a task that
-        worker does not hold. An exclusive pattern that overlaps (`scaffold.hub.globs.overlap`)
+        worker does not hold. An exclusive pattern that overlaps (`scaffold.hub.core.globs.overlap`)
         an active exclusive reservation of another worker is Reserved, naming it. A pattern the
         worker already holds is renewed (its kind, task and expiry replaced) instead of doubled.
         """

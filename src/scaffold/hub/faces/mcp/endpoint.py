@@ -1,4 +1,4 @@
-"""The hub's MCP endpoint at /mcp (streamable HTTP), serving the tools of scaffold.hub.mcp.
+"""The hub's MCP endpoint at /mcp (streamable HTTP), serving the tools of scaffold.hub.faces.mcp.tools.
 
 A request is authenticated before the SDK sees it, with the REST API's keys and error shape
 (401 without or with a bad key). Its body is then read (within the body limit) and its JSON-RPC
@@ -29,14 +29,21 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from scaffold import __version__
-from scaffold.hub.auth import ROLE_RANK
-from scaffold.hub.container import Services
-from scaffold.hub.errors import Forbidden, HubError, InvalidRequest, StoreClosed
-from scaffold.hub.http import error_response
-from scaffold.hub.jsonrpc import PATH, ExplainedParams, envelope_error, parsed, refused_request, replay
-from scaffold.hub.mcp import TOOLS, Tool, ToolCall
-from scaffold.hub.types import ApiKey
-from scaffold.hub.views import validated
+from scaffold.errors import Forbidden, HubError, InvalidRequest, StoreClosed
+from scaffold.hub.core.types import ApiKey
+from scaffold.hub.faces.mcp.jsonrpc import (
+    PATH,
+    ExplainedParams,
+    envelope_error,
+    parsed,
+    refused_request,
+    replay,
+)
+from scaffold.hub.faces.mcp.tools import TOOLS, Tool, ToolCall
+from scaffold.hub.faces.rest.http import error_response
+from scaffold.hub.faces.views import validated
+from scaffold.hub.services.auth import ROLE_RANK
+from scaffold.hub.services.container import Services
 
 log = logging.getLogger("scaffold.hub")
 _KEY = "scaffold.api_key"  # where the ASGI wrapper leaves the caller's key in the request scope

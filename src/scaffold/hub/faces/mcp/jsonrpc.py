@@ -29,17 +29,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope
 
-from scaffold.hub.errors import HubError
-from scaffold.hub.http import error_response
+from scaffold.errors import HubError
+from scaffold.hub.faces.rest.http import error_response
 
 PATH = "/mcp"
 RequestId = str | int | None
 
 
 def jsonrpc_error(
-    status: int, code: int, message: str, request_id: RequestId = None, *, data: Any = None,
+    status: int,
+    code: int,
+    message: str,
+    request_id: RequestId = None,
+    *,
+    data: Any = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
@@ -89,8 +94,11 @@ def envelope_error(message: Any) -> JSONResponse | None:
         if usable_id is None:
             return _invalid('a response needs the "id" of the request it answers')
         return None
-    return _invalid('a JSON-RPC message needs a "method" (a request or a notification), or a "result" or '
-                    'an "error" (a response)', usable_id)  # fmt: skip
+    return _invalid(
+        'a JSON-RPC message needs a "method" (a request or a notification), or a "result" or '
+        'an "error" (a response)',
+        usable_id,
+    )
 
 
 def refused_request(request: Request) -> Response | None:
@@ -98,8 +106,10 @@ def refused_request(request: Request) -> Response | None:
     Content-Type refusal is plain text, and its GET opens an event stream that a stateless
     server never writes to, which would hold the connection until the client gives up)."""
     if request.method != "POST":
-        message = (f"{request.method} is not served on {PATH}: POST one JSON-RPC message "
-                   "(the server is stateless: no event stream, no session)")  # fmt: skip
+        message = (
+            f"{request.method} is not served on {PATH}: POST one JSON-RPC message "
+            "(the server is stateless: no event stream, no session)"
+        )
         return jsonrpc_error(405, types.INVALID_REQUEST, message, headers={"Allow": "POST"})
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
@@ -128,8 +138,15 @@ def _is_id(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
-             float: "a number with a fraction", type(None): "null"}  # fmt: skip
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number with a fraction",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

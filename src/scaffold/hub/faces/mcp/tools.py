@@ -1,4 +1,4 @@
-"""The hub's MCP tools: the REST API's services, as tools (served by scaffold.hub.mcp_endpoint).
+"""The hub's MCP tools: the REST API's services, as tools (served by scaffold.hub.faces.mcp.endpoint).
 
 Each tool is declared once, as data, like the REST endpoints: name, description, the role it
 needs, the JSON Schema of its arguments and a handler that calls the services. Where REST has a
@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scaffold.hub import schemas as s
-from scaffold.hub import workspace_schemas as w
-from scaffold.hub.container import Services
-from scaffold.hub.errors import InvalidRequest
-from scaffold.hub.types import TASK_STATES, ApiKey, Role
-from scaffold.hub.views import (
+from scaffold.errors import InvalidRequest
+from scaffold.hub.core import schemas as s
+from scaffold.hub.core import workspace_schemas as w
+from scaffold.hub.core.types import TASK_STATES, ApiKey, Role
+from scaffold.hub.faces.views import (
     claimed,
     create_batch,
     cursor,
@@ -36,6 +35,7 @@ from scaffold.hub.views import (
     status_view,
     written_view,
 )
+from scaffold.hub.services.container import Services
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,14 @@ async def run_command(call: ToolCall) -> dict[str, Any]:
 async def list_files(call: ToolCall) -> dict[str, Any]:
     args = call.args
     listing = await asyncio.to_thread(
-        call.services.workspace.list, args.get("path", ""), args.get("glob"), args.get("limit", 1000)
+        call.services.files.list, args.get("path", ""), args.get("glob"), args.get("limit", 1000)
     )
     return {"entries": [entry_view(entry) for entry in listing.entries], "truncated": listing.truncated}
 
 
 async def read_file(call: ToolCall) -> dict[str, Any]:
     path = call.args["path"]
-    content, etag = await asyncio.to_thread(call.services.workspace.read, path)
+    content, etag = await asyncio.to_thread(call.services.files.read, path)
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -215,7 +215,7 @@ async def write_file(call: ToolCall) -> dict[str, Any]:
     args = call.args
     etag = args.get("etag")
     written = await asyncio.to_thread(
-        lambda: call.services.workspace.write(
+        lambda: call.services.files.write(
             args["path"],
             args["content"].encode(),
             writer=args.get("worker_id"),
@@ -228,19 +228,19 @@ async def write_file(call: ToolCall) -> dict[str, Any]:
 
 
 async def edit_file(call: ToolCall) -> dict[str, Any]:
-    return await edited(call.services.workspace, call.args, call.actor)
+    return await edited(call.services.files, call.args, call.actor)
 
 
 async def delete_file(call: ToolCall) -> dict[str, Any]:
-    return await deleted(call.services.workspace, call.args, call.actor)
+    return await deleted(call.services.files, call.args, call.actor)
 
 
 async def move_file(call: ToolCall) -> dict[str, Any]:
-    return await moved(call.services.workspace, call.args, call.actor)
+    return await moved(call.services.files, call.args, call.actor)
 
 
 async def grep_files(call: ToolCall) -> dict[str, Any]:
-    return await grepped(call.services.workspace, call.args)
+    return await grepped(call.services.files, call.args)
 
 
 async def reserve_paths(call: ToolCall) -> dict[str, Any]:

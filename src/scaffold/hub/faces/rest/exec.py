@@ -1,13 +1,13 @@
-"""`POST /v1/exec`: run a command in the workspace, confined (the rules are in scaffold.hub.exec and
-scaffold.hub.sandbox; the schemas in scaffold.hub.workspace_schemas)."""
+"""`POST /v1/exec`: run a command in the workspace, confined (the rules are in scaffold.hub.services.exec and
+scaffold.hub.services.sandbox; the schemas in scaffold.hub.core.workspace_schemas)."""
 
 from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from scaffold.hub import schemas as s
-from scaffold.hub.http import Call, Endpoint
-from scaffold.hub.workspace_schemas import EXEC_BODY, EXEC_RESULT
+from scaffold.hub.core import schemas as s
+from scaffold.hub.core.workspace_schemas import EXEC_BODY, EXEC_RESULT
+from scaffold.hub.faces.rest.http import Call, Endpoint
 
 
 async def run_command(call: Call) -> Response:

@@ -1,5 +1,5 @@
-"""Workspace files and path reservations over HTTP (the rules are in scaffold.hub.files and
-scaffold.hub.reservations). File operations run in a worker thread: a large file or a long grep
+"""Workspace files and path reservations over HTTP (the rules are in scaffold.hub.services.files and
+scaffold.hub.services.reservations). File operations run in a worker thread: a large file or a long grep
 never holds up the event loop."""
 
 from __future__ import annotations
@@ -8,20 +8,9 @@ import asyncio
 
 from starlette.responses import JSONResponse, Response
 
-from scaffold.hub import schemas as s
-from scaffold.hub.http import Call, Endpoint, LargeJSONResponse, Param
-from scaffold.hub.limits import DEFAULT_TTL
-from scaffold.hub.views import (
-    deleted,
-    edited,
-    entry_view,
-    grepped,
-    moved,
-    reservation_view,
-    reserve,
-    written_view,
-)
-from scaffold.hub.workspace_schemas import (
+from scaffold.hub.core import schemas as s
+from scaffold.hub.core.limits import DEFAULT_TTL
+from scaffold.hub.core.workspace_schemas import (
     DELETE,
     DELETED,
     EDIT,
@@ -40,6 +29,17 @@ from scaffold.hub.workspace_schemas import (
     WORKER_ID,
     WRITTEN,
 )
+from scaffold.hub.faces.rest.http import Call, Endpoint, LargeJSONResponse, Param
+from scaffold.hub.faces.views import (
+    deleted,
+    edited,
+    entry_view,
+    grepped,
+    moved,
+    reservation_view,
+    reserve,
+    written_view,
+)
 
 # -- files ---------------------------------------------------------------------------------
 
@@ -48,9 +48,7 @@ async def list_files(call: Call) -> Response:
     query = call.query
 
     def answer() -> Response:  # in a thread, the answer too: 10,000 entries take a while to write
-        listing = call.services.workspace.list(
-            query.get("path", ""), query.get("glob"), query.get("limit", 1000)
-        )
+        listing = call.services.files.list(query.get("path", ""), query.get("glob"), query.get("limit", 1000))
         views = [entry_view(entry) for entry in listing.entries]
         return LargeJSONResponse({"entries": views, "truncated": listing.truncated})
 
@@ -58,14 +56,14 @@ async def list_files(call: Call) -> Response:
 
 
 async def read_file(call: Call) -> Response:
-    content, etag = await asyncio.to_thread(call.services.workspace.read, call.query["path"])
+    content, etag = await asyncio.to_thread(call.services.files.read, call.query["path"])
     return Response(content, media_type="application/octet-stream", headers={"ETag": f'"{etag}"'})
 
 
 async def write_file(call: Call) -> Response:
     headers = call.request.headers
     written = await asyncio.to_thread(
-        lambda: call.services.workspace.write(
+        lambda: call.services.files.write(
             call.query["path"],
             call.body,
             writer=call.query.get("worker_id"),
@@ -82,19 +80,19 @@ async def write_file(call: Call) -> Response:
 
 
 async def edit_file(call: Call) -> Response:
-    return JSONResponse(await edited(call.services.workspace, call.body, call.actor))
+    return JSONResponse(await edited(call.services.files, call.body, call.actor))
 
 
 async def delete_file(call: Call) -> Response:
-    return JSONResponse(await deleted(call.services.workspace, call.body, call.actor))
+    return JSONResponse(await deleted(call.services.files, call.body, call.actor))
 
 
 async def move_file(call: Call) -> Response:
-    return JSONResponse(await moved(call.services.workspace, call.body, call.actor))
+    return JSONResponse(await moved(call.services.files, call.body, call.actor))
 
 
 async def grep_files(call: Call) -> Response:
-    return JSONResponse(await grepped(call.services.workspace, call.body))
+    return JSONResponse(await grepped(call.services.files, call.body))
 
 
 # -- reservations --------------------------------------------------------------------------

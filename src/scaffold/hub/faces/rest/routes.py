@@ -9,14 +9,15 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from scaffold import __version__
-from scaffold.hub import api_exec, api_files
-from scaffold.hub import schemas as s
-from scaffold.hub.errors import InvalidRequest
-from scaffold.hub.http import Call, Endpoint, LargeJSONResponse, Param
-from scaffold.hub.http import openapi as openapi_document
-from scaffold.hub.limits import MAX_ID
-from scaffold.hub.types import TASK_STATES
-from scaffold.hub.views import (
+from scaffold.errors import InvalidRequest
+from scaffold.hub.core import schemas as s
+from scaffold.hub.core.limits import MAX_ID
+from scaffold.hub.core.types import TASK_STATES
+from scaffold.hub.faces.rest import exec as api_exec
+from scaffold.hub.faces.rest import files as api_files
+from scaffold.hub.faces.rest.http import Call, Endpoint, FastJSONResponse, LargeJSONResponse, Param
+from scaffold.hub.faces.rest.http import openapi as openapi_document
+from scaffold.hub.faces.views import (
     claimed,
     create_batch,
     cursor,
@@ -27,14 +28,14 @@ from scaffold.hub.views import (
     status_view,
     worker_view,
 )
-from scaffold.hub.workers import session_tasks
+from scaffold.hub.services.workers import session_tasks
 
 PAGE = Param({"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)")
 CURSOR = Param({"type": "string", "pattern": "^[0-9]{1,19}$"}, "next_cursor of the previous page")
 
 
 def ok(payload: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(payload, status)
+    return FastJSONResponse(payload, status)
 
 
 def leased(call: Call) -> str:

@@ -1,7 +1,7 @@
 """The embedded store: SQLite, one module per domain, composed here.
 
 `Connection` (connection.py) holds the file, the transactions and the event log; each domain is
-a mixin over it. None of them holds a rule of the queue: see `scaffold.hub.lifecycle`.
+a mixin over it. None of them holds a rule of the queue: see `scaffold.hub.core.lifecycle`.
 """
 
 from __future__ import annotations

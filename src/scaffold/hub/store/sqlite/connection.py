@@ -17,11 +17,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from scaffold.hub.errors import HubError, NotFound, StoreClosed
-from scaffold.hub.lifecycle import Transition
+from scaffold.errors import HubError, NotFound, StoreClosed
+from scaffold.hub.core.lifecycle import Transition
+from scaffold.hub.core.types import Event, Reservation, Task, Worker
 from scaffold.hub.store.base import Store
 from scaffold.hub.store.migrations import MIGRATIONS
-from scaffold.hub.types import Event, Reservation, Task, Worker
 
 DB_FILE = "hub.sqlite3"
 
@@ -161,7 +161,7 @@ class Connection(Store):
         data = {**(data or {}), **fields}
         cursor = db.execute(
             "INSERT INTO events (at, type, task_id, worker_id, actor, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (now, event_type, task_id, worker_id, actor, json.dumps(data, separators=(",", ":"))),
+            (now, event_type, task_id, worker_id, actor, _COMPACT.encode(data)),
         )
         event = Event(int(cursor.lastrowid or 0), now, event_type, task_id, worker_id, actor, dict(data))
         self._appended.append(event)
@@ -270,6 +270,9 @@ class Connection(Store):
             db.execute(_WORKER_MARKS[change.seen, change.idle], {"id": change.worker, "now": now})
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""json.dumps(..., separators=...) builds an encoder per call; a claim writes JSON twice."""
+
 _COLUMN = {name: name for name in TASK_COLUMNS.split(", ")[1:-1]} | {"commit": "commit_sha"}
 """Task field -> its column: the fields a transition may set."""
 
@@ -290,7 +293,7 @@ def _statements(script: str) -> Iterator[str]:
 
 
 def _json_list(values: Sequence[Any]) -> str:
-    return json.dumps(list(values), separators=(",", ":"))
+    return _COMPACT.encode(list(values))
 
 
 def _task(row: sqlite3.Row) -> Task:

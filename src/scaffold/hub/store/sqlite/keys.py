@@ -5,15 +5,25 @@ from __future__ import annotations
 import hmac
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
-from scaffold.hub.errors import Conflict, NotFound
+from scaffold.errors import Conflict, NotFound
+from scaffold.hub.core.types import ApiKey, Role
 from scaffold.hub.store.sqlite.connection import Connection
-from scaffold.hub.types import ApiKey, Role
 
 
 class KeyStore(Connection):
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        # Every request looks its key up: the active keys found are kept, and forgotten when a key
+        # changes here or when another process (`scaffold hub keys`) commits to the database,
+        # which SQLite's data_version tells at a fraction of the lookup's cost.
+        self._known_keys: dict[str, ApiKey] = {}
+        self._keys_version = -1
+
     def add_key(self, name: str, role: Role, sha256: str, source: str, now: float) -> ApiKey:
         with self._write() as db:
+            self._known_keys.clear()
             existing = db.execute("SELECT revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
             if existing is not None and existing["revoked_at"] is None:
                 raise Conflict(f"a key named {name!r} exists; revoke it first or choose another name")
@@ -29,6 +39,7 @@ class KeyStore(Connection):
 
     def sync_config_keys(self, keys: Sequence[tuple[str, Role, str]], now: float) -> None:
         with self._write() as db:
+            self._known_keys.clear()
             for name, role, sha256 in keys:
                 row = db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
                 if row is not None and row["source"] != "config":
@@ -65,13 +76,20 @@ class KeyStore(Connection):
 
     def find_key(self, sha256: str) -> ApiKey | None:
         with self._read() as db:
-            row = db.execute(
-                "SELECT * FROM keys WHERE sha256 = ? AND revoked_at IS NULL", (sha256,)
-            ).fetchone()
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._keys_version:
+                self._known_keys.clear()
+                self._keys_version = version
+            key = self._known_keys.get(sha256)
+            if key is None:
+                row = db.execute(
+                    "SELECT * FROM keys WHERE sha256 = ? AND revoked_at IS NULL", (sha256,)
+                ).fetchone()
+                if row is None:
+                    return None
+                key = self._known_keys[sha256] = _key(row)
         # The lookup is by digest; comparing it again in constant time costs nothing.
-        if row is None or not hmac.compare_digest(row["sha256"].encode(), sha256.encode()):
-            return None
-        return _key(row)
+        return key if hmac.compare_digest(key.sha256.encode(), sha256.encode()) else None
 
     def list_keys(self) -> list[ApiKey]:
         with self._read() as db:
@@ -79,6 +97,7 @@ class KeyStore(Connection):
 
     def revoke_key(self, name: str, now: float) -> ApiKey:
         with self._write() as db:
+            self._known_keys.clear()
             row = db.execute(
                 "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING *",
                 (now, name),

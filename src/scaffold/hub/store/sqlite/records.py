@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from scaffold.hub.core.types import Event, Message, Plan
 from scaffold.hub.store.sqlite.connection import Connection
-from scaffold.hub.types import Event, Message, Plan
 
 
 class RecordStore(Connection):

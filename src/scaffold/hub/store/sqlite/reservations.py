@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from scaffold.hub.errors import Conflict, NotFound, Reserved
-from scaffold.hub.globs import overlap
+from scaffold.errors import Conflict, NotFound, Reserved
+from scaffold.hub.core.globs import overlap
+from scaffold.hub.core.types import Reservation
 from scaffold.hub.store.sqlite.connection import Connection, _reservation
-from scaffold.hub.types import Reservation
 
 
 class ReservationStore(Connection):

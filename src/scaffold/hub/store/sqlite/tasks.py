@@ -1,7 +1,7 @@
 """Tasks in SQLite: creating them, reading them, and applying the transitions the lifecycle decides.
 
 No rule of the queue is written here: which state follows which, the lease, the fencing and the
-errors all come from `scaffold.hub.lifecycle` as `Transition` values. What stays is storage: the
+errors all come from `scaffold.hub.core.lifecycle` as `Transition` values. What stays is storage: the
 SQL, the transaction, and the claim's pick of the best ready task by its partial index.
 """
 
@@ -12,8 +12,9 @@ import sqlite3
 from collections.abc import Sequence
 from functools import cache
 
-from scaffold.hub.errors import Conflict, HubError, InvalidRequest
-from scaffold.hub.lifecycle import Claimant, ClaimRequest, ClaimTerms, Decide, DecideClaim, claim
+from scaffold.errors import Conflict, HubError, InvalidRequest
+from scaffold.hub.core.lifecycle import Claimant, ClaimRequest, ClaimTerms, Decide, DecideClaim, claim
+from scaffold.hub.core.types import TASK_STATES, NewTask, Task, TaskState
 from scaffold.hub.store.base import TaskFilter
 from scaffold.hub.store.sqlite.connection import (
     _COLUMN,
@@ -22,7 +23,6 @@ from scaffold.hub.store.sqlite.connection import (
     _json_list,
     _task,
 )
-from scaffold.hub.types import TASK_STATES, NewTask, Task, TaskState
 
 
 @cache

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scaffold.hub.lifecycle import Decide
+from scaffold.hub.core.lifecycle import Decide
+from scaffold.hub.core.types import Worker
 from scaffold.hub.store.sqlite.connection import TASK_COLUMNS, Connection, _json_list, _task, _worker
-from scaffold.hub.types import Worker
 
 
 class WorkerStore(Connection):
