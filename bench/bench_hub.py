@@ -34,9 +34,7 @@ taken close together in time hold:
 - claim latency p50/p99 with 32 clients; long-poll wake-up time; hub RSS with 32 long polls;
 - claim latency p99 (8 clients) with no event stream open vs 500 idle ones (viewer key, opened
   from this process by bench/eventstreams.py), on a hub of its own, interleaved in rounds; the
-  gate is the median of the rounds' ratios (p99 with / without; in a round where the hub's
-  event loop waited for a core NOISY_WAIT of a run or more, which spoils latencies, the hub's
-  CPU per claim with / without): idle streams are parked
+  gate is the median of the rounds' ratios of p99 with / without: idle streams are parked
   beyond the newest event id, so they have nothing to send while the claims run; also, in
   full runs and for information, 500 streams at the head, which get every `task.claimed` event;
 - no task is ever claimed twice: ids from every response, then the databases (one

@@ -43,9 +43,9 @@ from rawclaim import BARE_CLAIM, raw_database, time_statement, time_store
 from starlette.types import ASGIApp, Message
 
 from scaffold.hub.app import create_app
-from scaffold.hub.settings import HubSettings
+from scaffold.hub.core.settings import HubSettings
+from scaffold.hub.services.queue import Queue, QueueSettings
 from scaffold.hub.store.sqlite import SQLiteStore
-from scaffold.hub.tasks import Queue, QueueSettings
 
 
 def time_queue(queue: Queue, worker: int, seconds: float, limit: int) -> float:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaffold.hub import lifecycle
+from scaffold.hub.core import lifecycle
 from scaffold.hub.store.sqlite import TASK_COLUMNS, SQLiteStore
 
 BARE_CLAIM = f"""
