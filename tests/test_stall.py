@@ -75,26 +75,33 @@ class Probe:
 
 
 def p99_while(hub: Hub, name: str, hostile: Callable[[], Any]) -> tuple[list[Any], float]:
-    """Run `hostile` repeatedly (bounded) while probing; the answers and the slowest run's seconds."""
-    with Probe(hub.proc.url) as quiet:  # the machine is shared: measure its load right before
-        time.sleep(BASELINE_SECONDS)
-    bound = max(ABSOLUTE_P99, 3 * quiet.p99)
-    answers, slowest = [], 0.0
-    with Probe(hub.proc.url) as probe:
-        until = time.monotonic() + HOSTILE_SECONDS
-        for _ in range(HOSTILE_RUNS):
-            started = time.perf_counter()
-            answers.append(hostile())
-            slowest = max(slowest, time.perf_counter() - started)
-            if time.monotonic() > until:
-                break
-    print(
-        f"{name}: {len(answers)} runs, slowest {slowest * 1000:.0f} ms; /healthz p99 "
-        f"{probe.p99 * 1000:.1f} ms over {len(probe.latencies)} probes (just before, with nothing else: "
-        f"p99 {quiet.p99 * 1000:.1f} ms; bound {bound * 1000:.0f} ms)"
-    )
-    assert len(probe.latencies) >= 10
-    assert probe.p99 <= bound, f"{name}: /healthz p99 {probe.p99 * 1000:.1f} ms"
+    """Run `hostile` repeatedly (bounded) while probing; the answers and the slowest run's seconds.
+
+    A stall the hub causes comes back every time; a pause of the shared machine (one 360 ms
+    hiccup was seen in CI, with /healthz p99 13-28 ms in every run here) does not. So a p99 over
+    the bound is measured once more, and only a second one fails."""
+    for attempt in (1, 2):
+        with Probe(hub.proc.url) as quiet:  # the machine is shared: measure its load right before
+            time.sleep(BASELINE_SECONDS)
+        bound = max(ABSOLUTE_P99, 3 * quiet.p99)
+        answers, slowest = [], 0.0
+        with Probe(hub.proc.url) as probe:
+            until = time.monotonic() + HOSTILE_SECONDS
+            for _ in range(HOSTILE_RUNS):
+                started = time.perf_counter()
+                answers.append(hostile())
+                slowest = max(slowest, time.perf_counter() - started)
+                if time.monotonic() > until:
+                    break
+        print(
+            f"{name} (attempt {attempt}): {len(answers)} runs, slowest {slowest * 1000:.0f} ms; /healthz "
+            f"p99 {probe.p99 * 1000:.1f} ms over {len(probe.latencies)} probes (just before, with "
+            f"nothing else: p99 {quiet.p99 * 1000:.1f} ms; bound {bound * 1000:.0f} ms)"
+        )
+        assert len(probe.latencies) >= 10
+        if probe.p99 <= bound:
+            break
+    assert probe.p99 <= bound, f"{name}: /healthz p99 {probe.p99 * 1000:.1f} ms, twice in a row"
     return answers, slowest
 
 
