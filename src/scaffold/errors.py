@@ -67,7 +67,6 @@ class DataDirBusy(ScaffoldError):
             f"{data_dir} is in use by another hub or a restore (pid {pid}); stop it, or give this hub "
             "another --data-dir"
         )
-        self.data_dir = data_dir
         self.pid = pid
 
 
