@@ -265,9 +265,10 @@ def built_hub(
     config_keys = [entry for entry in keys.digests if roles is None or entry[1] in roles]
     config_keys += [(name, role, digest(key)) for name, role, key in more_keys]
     workspace = workspace or directory / "workspace"
-    if data_dir is not None:
-        settings["data_dir"] = data_dir
-    store = SQLiteStore((data_dir or directory) / "hub.sqlite3")
+    settings["data_dir"] = data_dir = data_dir or directory
+    # Spare trees are made in the background, at moments a test cannot predict: only where asked.
+    settings.setdefault("spare_trees", 0)
+    store = SQLiteStore(data_dir / "hub.sqlite3")
     try:
         app = create_app(store, HubSettings(keys=tuple(config_keys), workspace=workspace, **settings), clock)
         yield BuiltHub(app, store, keys, workspace)

@@ -414,7 +414,7 @@ def test_changes_are_events_naming_the_key_and_worker(setup: Setup) -> None:
     ]
     assert all(e.actor == "agent-key" for e in events)
     assert events[0].data["created"] is True and events[1].data["created"] is False
-    assert events[2].data["worker_id"] == worker
+    assert (events[2].worker_id, events[2].task_id) == (worker, None)  # no task: on main
     assert (events[4].data["path"], events[4].data["to"]) == ("e.txt", "f.txt")
 
 

@@ -91,6 +91,8 @@ class HubError(ScaffoldError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.details: dict[str, object] = {}
+        """More fields of the error object, beside code and message (e.g. the conflicting paths)."""
 
 
 class InvalidRequest(HubError):
@@ -128,6 +130,46 @@ class LeaseConflict(HubError):
 class Conflict(HubError):
     status = 409
     code = "conflict"
+
+
+class MergeConflict(HubError):
+    """The task's changes cannot be applied to main: `paths` names the files both changed. Main is
+    untouched, the work is kept on branch `task/<id>`, and the task went back to the queue."""
+
+    status = 409
+    code = "merge_conflict"
+
+    def __init__(self, message: str, paths: list[str], branch: str) -> None:
+        super().__init__(message)
+        self.details = {"paths": paths, "branch": branch}
+
+
+class GateFailed(HubError):
+    """The hub's gate command ([queue] gate) failed on main plus the task's changes: main did not
+    move, and the task went back to the queue; `output` is the end of what the command printed."""
+
+    status = 409
+    code = "gate_failed"
+
+    def __init__(self, message: str, output: str, exit_code: int | None, branch: str) -> None:
+        super().__init__(message)
+        self.details = {"output": output, "exit_code": exit_code, "branch": branch}
+
+
+class MergeFailed(HubError):
+    """git failed while merging a completed task into main; main did not move and the task is
+    still the worker's: complete it again (the hub's log says why)."""
+
+    status = 503
+    code = "merge_failed"
+
+
+class TreeUnavailable(HubError):
+    """The task's working tree cannot be made: the workspace is not a working git repository
+    (the hub's log says why); nothing was done."""
+
+    status = 503
+    code = "tree_unavailable"
 
 
 class PayloadTooLarge(HubError):

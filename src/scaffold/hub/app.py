@@ -45,6 +45,9 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await _ensure_workspace(services)
         await services.executor.start()
+        if services.git.ready:
+            await services.merges.recover()  # before the reaper: the merge's lease still holds
+            await services.trees.start()
         reaper = asyncio.create_task(_reap_forever(services))
         try:
             async with mcp.running():
@@ -54,6 +57,7 @@ def create_app(store: Store, settings: HubSettings, clock: Clock = time.time) ->
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            await services.trees.stop()
 
     app = Starlette(
         routes=[
@@ -78,7 +82,8 @@ async def _ensure_workspace(services: Services) -> None:
         raise RuntimeError(f"cannot create the workspace {services.git.root}: {error}") from error
     except GitError as error:
         log.error(
-            "the workspace %s is not under version control; tasks will not be committed: %s",
+            "the workspace %s is not under version control; tasks get no trees of their own and "
+            "cannot be merged until it is: %s",
             services.git.root,
             error,
         )
@@ -91,6 +96,7 @@ async def _reap_forever(services: Services) -> None:
             # in a thread: a task batch may hold the store's lock for a tenth of a second
             for task in await asyncio.to_thread(services.queue.reap):
                 log.info("task %s: lease expired, now %s", task.id, task.state)
+            await services.trees.sweep()
         except Exception:  # a bad moment must not end the reaper
             log.exception("the lease reaper failed; retrying")
 

@@ -31,14 +31,19 @@ TRANSITIONS: tuple[tuple[str, str, str], ...] = (
         "capabilities the worker has; a fresh lease",
     ),
     ("claimed", "claimed", "heartbeat with the lease token: the lease is extended"),
-    ("claimed", "done", "complete with the lease token (the same token again is a no-op)"),
+    (
+        "claimed",
+        "done",
+        "complete with the lease token, its tree merged into main as one commit (the same token "
+        "again is a no-op)",
+    ),
     (
         "claimed",
         "ready",
-        "fail, or the lease expires, with attempts left (attempts + 1); or release, or the worker "
-        "stops (no attempt used)",
+        "fail, the lease expires, or a completion whose merge conflicts or whose gate fails, with "
+        "attempts left (attempts + 1); or release, or the worker stops (no attempt used)",
     ),
-    ("claimed", "dead", "fail, or the lease expires, on the last attempt"),
+    ("claimed", "dead", "the same failures, on the last attempt"),
     ("blocked, ready, claimed", "cancelled", "cancel (admin key); a holder's token goes stale"),
 )
 
@@ -181,14 +186,22 @@ def heartbeat(task: Task, token: str, lease_until: float, now: float) -> Transit
     )
 
 
-def complete(task: Task, token: str, result: str, now: float) -> Transition | None:
-    """claimed -> done; done already with this token is a no-op (None). The token is kept, so
-    that a retried complete is recognised."""
+def complete(task: Task, token: str, result: str, now: float, commit: str | None = None) -> Transition | None:
+    """claimed -> done, with the commit its work became on main (None: it changed nothing); done
+    already with this token is a no-op (None). The token is kept, so that a retried complete is
+    recognised."""
     if task.state == "done" and same_token(task.lease_token, token):
         return None
     holder = _leased(task, token)
     return Transition(
-        {"state": "done", "result": result, "lease_expires_at": None, "finished_at": now, "updated_at": now},
+        {
+            "state": "done",
+            "result": result,
+            "commit": commit,
+            "lease_expires_at": None,
+            "finished_at": now,
+            "updated_at": now,
+        },
         event=event("task.completed", holder),
         end_reservations="its task was completed",
         dependents=partial(unblock, after=task.id, now=now),

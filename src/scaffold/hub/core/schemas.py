@@ -286,4 +286,15 @@ STATUS = obj(
     ),
     workers={"type": "array", "items": WORKER},
     plan=ref("Plan"),
+    trees=described(
+        obj(
+            ["active", "spare", "bytes", "path", "merged"],
+            active=described({"type": "integer"}, "tasks with a working tree of their own"),
+            spare={"type": "integer"},
+            bytes=described({"type": "integer"}, "disk the trees take (not the shared paths), <= 10 s old"),
+            path={"type": "string"},
+            merged=described({"type": "integer"}, "tasks merged into main since the hub started"),
+        ),
+        "the tasks' working trees (docs/queue.md, \"Work reaches main\")",
+    ),
 )

@@ -34,6 +34,15 @@ class HubSettings:
     workspace: Path = Path("workspace")
     max_file_bytes: int = 10 * 1024 * 1024
     grep_max_bytes: int = 64 * 1024 * 1024
+    trees_path: Path | None = None
+    """Where the tasks' working trees live; None: beside the workspace, `<workspace>.trees`."""
+    shared_paths: tuple[str, ...] = ()
+    """Workspace paths (prepared environments: node_modules, .venv) linked into every task's tree."""
+    spare_trees: int = 1
+    """Trees kept made in advance at main's head, so a task's first call does not wait for a checkout."""
+    gate: str = ""
+    """A shell command run on main plus a task's changes before main moves; empty: no gate."""
+    gate_timeout_seconds: float = 600.0
     lease_seconds: float = 300.0
     heartbeat_seconds: float = 30.0
     """How often the PostToolUse hook renews a working session's leases (the hooks read it from
@@ -59,6 +68,10 @@ class HubSettings:
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     keys: tuple[tuple[str, Role, str], ...] = ()
     """Keys from hub.toml as (name, role, sha256)."""
+
+    @property
+    def trees(self) -> Path:
+        return self.trees_path or self.workspace.with_name(self.workspace.name + ".trees")
 
     def with_overrides(self, **changes: Any) -> HubSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -90,6 +103,11 @@ class HubSettings:
                 f"{2 * LIVENESS_BEAT_SECONDS:g} s",
             ),
             (
+                self.gate_timeout_seconds <= self.exec_timeout_seconds,
+                f"queue.gate_timeout_seconds = {self.gate_timeout_seconds:g} is above exec.timeout_seconds = "
+                f"{self.exec_timeout_seconds:g}: the gate runs as a command, bounded by exec's limits",
+            ),
+            (
                 self.max_file_bytes <= self.max_body_bytes,
                 f"workspace.max_file_bytes = {self.max_file_bytes} is above server.max_body_bytes = "
                 f"{self.max_body_bytes}: a file that large could never be sent",
@@ -110,6 +128,11 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("workspace", "path"): ("workspace", str),
     ("workspace", "max_file_bytes"): ("max_file_bytes", int),
     ("workspace", "grep_max_bytes"): ("grep_max_bytes", int),
+    ("workspace", "trees_path"): ("trees_path", str),
+    ("workspace", "shared_paths"): ("shared_paths", list),
+    ("workspace", "spare_trees"): ("spare_trees", int),
+    ("queue", "gate"): ("gate", str),
+    ("queue", "gate_timeout_seconds"): ("gate_timeout_seconds", (int, float)),
     ("queue", "lease_seconds"): ("lease_seconds", (int, float)),
     ("queue", "heartbeat_seconds"): ("heartbeat_seconds", (int, float)),
     ("queue", "max_attempts"): ("max_attempts", int),
@@ -151,6 +174,7 @@ _POSITIVE = {
     "exec_max_memory_mb",
     "exec_cpu_seconds",
     "exec_max_concurrent",
+    "gate_timeout_seconds",
 }
 
 
@@ -183,17 +207,35 @@ def load_settings(config: Path | None) -> HubSettings:
             if name == "port" and isinstance(value, int) and value > MAX_PORT:
                 raise ConfigError(f"{config}: server.port must be between 1 and {MAX_PORT}, got {value}")
             values[name] = value
-    for name in ("data_dir", "workspace"):
+    for name in ("data_dir", "workspace", "trees_path"):
         if name in values:
             path = Path(values[name]).expanduser()
             values[name] = path if path.is_absolute() else (config.parent / path).resolve()
     if values.get("exec_sandbox", SANDBOXES[0]) not in SANDBOXES:
         raise ConfigError(f"{config}: exec.sandbox must be one of {', '.join(map(repr, SANDBOXES))}")
+    if values.get("spare_trees", 0) < 0:
+        raise ConfigError(f"{config}: workspace.spare_trees must be 0 or more")
+    if "shared_paths" in values:
+        values["shared_paths"] = _shared_paths(config, values["shared_paths"])
     if "trusted_proxies" in values:
         values["trusted_proxies"] = _networks(config, values["trusted_proxies"])
     values["roles"] = _roles(config, raw.get("roles", {}))
     values["keys"] = _keys(config, raw.get("keys", []))
     return HubSettings(**values)
+
+
+def _shared_paths(config: Path, raw: list[Any]) -> tuple[str, ...]:
+    """Plain relative paths inside the workspace, none of them `.git` or inside it."""
+    paths: list[str] = []
+    for entry in raw:
+        parts = Path(entry).parts if isinstance(entry, str) else ()
+        if not parts or Path(entry).is_absolute() or ".." in parts or ".git" in parts or "\x00" in entry:
+            raise ConfigError(
+                f"{config}: workspace.shared_paths holds {entry!r}; give paths relative to the workspace "
+                '(e.g. "node_modules" or ".venv"), without "..", and not .git'
+            )
+        paths.append(Path(entry).as_posix())
+    return tuple(paths)
 
 
 def _networks(config: Path, raw: list[Any]) -> tuple[str, ...]:

@@ -18,7 +18,14 @@ GLOB = s.described(
     "`*` `?` `[ab]` within a name, `**` for any number of directories",
 )
 ETAG = s.described({"type": "string", "minLength": 1, "maxLength": 200}, "the ETag the file was read with")
-WORKER_ID = s.described(s.ID, "the worker writing: its own exclusive reservations do not stop it")
+READER_ID = s.described(
+    s.ID, "the calling worker: the call acts in the tree of the task it holds (without: on main)"
+)
+WORKER_ID = s.described(
+    s.ID,
+    "the calling worker: the change is made in the tree of the task it holds (without, or with no "
+    "task: on main, committed at once); its own exclusive reservations do not stop it",
+)
 CONTENT = {"type": "string", "maxLength": 10 * 1024 * 1024}
 TTL = s.described(
     {"type": "number", "exclusiveMinimum": 0, "maximum": int(MAX_TTL)}, f"seconds (default {DEFAULT_TTL:g})"
@@ -58,6 +65,7 @@ GREP = s.obj(
     ),
     ignore_case={"type": "boolean"},
     fixed_string=s.described({"type": "boolean"}, "the pattern is plain text, not a regular expression"),
+    worker_id=READER_ID,
 )
 RESERVE = s.obj(
     ["worker_id", "globs"],
@@ -142,6 +150,9 @@ _COMMON: dict[str, Any] = {
         },
         "extra environment variables; the command gets only PATH, HOME (the sandbox's "
         "private /tmp), LANG and these",
+    ),
+    "worker_id": s.described(
+        s.ID, "the calling worker: the command runs in the tree of the task it holds (without: on main)"
     ),
     "task_id": s.described(s.ID, "the caller's task: its lease is kept alive while the command runs"),
     "lease_token": s.described(s.TOKEN, "that task's lease token (with task_id); stale: 409 before running"),

@@ -48,6 +48,9 @@ QUEUE_SETTINGS = {
     "as `lost`; at least 30 (two beats of the session's watcher)",
     "max_wait_seconds": "the longest a claim long-polls; a larger `wait` is cut to this",
     "reap_interval_seconds": "how often the reaper looks for expired leases",
+    "gate": "a shell command run in the task's tree at main plus the task before main moves; if it "
+    "fails, main stays and the task goes back (409 `gate_failed`); empty: no gate",
+    "gate_timeout_seconds": "how long the gate may run; at most `[exec] timeout_seconds`",
 }
 
 
@@ -284,7 +287,7 @@ def queue_transitions(doc: Schema) -> str:
 def queue_settings(doc: Schema) -> str:
     defaults = {f.name: f.default for f in fields(HubSettings)}
     rows = [
-        [f"`{key}`", f"{defaults[name]:g}", QUEUE_SETTINGS[key]]
+        [f"`{key}`", f"{defaults[name]:g}" if defaults[name] != "" else '`""`', QUEUE_SETTINGS[key]]
         for (section, key), (name, _) in _FIELDS.items()
         if section == "queue"
     ]

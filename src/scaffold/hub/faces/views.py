@@ -19,8 +19,7 @@ import fastjsonschema
 from scaffold.errors import InvalidRequest, LeaseConflict
 from scaffold.hub.core.limits import DEFAULT_TTL, MAX_ID
 from scaffold.hub.core.types import ApiKey, Message, NewTask, Plan, Reservation, Task, Worker
-from scaffold.hub.services.container import Progress
-from scaffold.hub.services.files import Files
+from scaffold.hub.services.container import Progress, Services
 from scaffold.hub.services.queue import Queue
 from scaffold.hub.services.reservations import Reservations
 from scaffold.hub.services.walk import Entry
@@ -123,6 +122,13 @@ def status_view(progress: Progress, workers: Workers) -> dict[str, Any]:
         "unclaimable": unclaimable(progress.ready_requirements, [w for w in views if w["status"] in LIVE]),
         "workers": views,
         "plan": plan_view(plan),
+        "trees": {
+            "active": progress.trees.trees,
+            "spare": progress.trees.spares,
+            "bytes": progress.trees.bytes,
+            "path": str(progress.trees_path),
+            "merged": progress.merged,
+        },
     }
 
 
@@ -229,8 +235,9 @@ def reserve(reservations: Reservations, args: Mapping[str, Any]) -> list[Reserva
     )
 
 
-async def edited(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
-    """Edit a file as REST and MCP both ask for it; the answer both return."""
+async def edited(services: Services, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+    """Edit a file as REST and MCP both ask for it (in the caller's tree); the answer both return."""
+    workspace = await services.files_for(args.get("worker_id"))
     edit = await asyncio.to_thread(
         lambda: workspace.edit(
             args["path"],
@@ -242,19 +249,23 @@ async def edited(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[
             actor=actor,
         )
     )
+    await services.changed(workspace, [edit.path], f"edit {edit.path}", actor)
     return {**written_view(edit.path, edit.size, edit.etag), "replacements": edit.replacements}
 
 
-async def deleted(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+async def deleted(services: Services, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+    workspace = await services.files_for(args.get("worker_id"))
     gone = await asyncio.to_thread(
         lambda: workspace.delete(
             args["path"], writer=args.get("worker_id"), if_match=args.get("etag"), actor=actor
         )
     )
+    await services.changed(workspace, [gone.path], f"delete {gone.path}", actor)
     return {"path": gone.path, "type": gone.type}
 
 
-async def moved(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+async def moved(services: Services, args: Mapping[str, Any], actor: str) -> dict[str, Any]:
+    workspace = await services.files_for(args.get("worker_id"))
     move = await asyncio.to_thread(
         lambda: workspace.move(
             args["from"],
@@ -264,10 +275,13 @@ async def moved(workspace: Files, args: Mapping[str, Any], actor: str) -> dict[s
             actor=actor,
         )
     )
+    what = f"move {move.source} to {move.destination}"
+    await services.changed(workspace, [move.source, move.destination], what, actor)
     return {"from": move.source, "to": move.destination, "type": move.type}
 
 
-async def grepped(workspace: Files, args: Mapping[str, Any]) -> dict[str, Any]:
+async def grepped(services: Services, args: Mapping[str, Any]) -> dict[str, Any]:
+    workspace = await services.files_for(args.get("worker_id"))
     found = await asyncio.to_thread(
         lambda: workspace.grep(
             args["pattern"],

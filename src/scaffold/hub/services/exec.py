@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 
 from scaffold.errors import (
     Disabled,
-    HubError,
     InvalidRequest,
     LeaseConflict,
     NotFound,
@@ -217,8 +216,10 @@ class Executor:
         """Probe the sandbox once (the workspace must exist): commands are refused if it fails."""
         await asyncio.to_thread(self.sandbox.probe, self.root)
 
-    async def run(self, command: Command) -> Outcome:
-        """Run it; SandboxUnavailable (503) or TooManyRequests (429) before anything starts."""
+    async def run(self, command: Command, tree: Path | None = None, readonly: Sequence[Path] = ()) -> Outcome:
+        """Run it in `tree` (the workspace, or a task's tree, which `command.cwd` is inside; with
+        `readonly` paths beside it); SandboxUnavailable (503) or TooManyRequests (429) before
+        anything starts."""
         self.sandbox.check()
         if self.active >= self.max_concurrent:
             raise TooManyRequests(
@@ -228,7 +229,10 @@ class Executor:
             )
         self.active += 1  # counted before the first await, so a burst cannot slip past the limit
         argv = list(command.argv) if command.argv is not None else ["/bin/sh", "-c", command.shell or ""]
-        launch = self.sandbox.launch(argv, self.root, command.cwd, minimal_environment(command.env))
+        # No bytecode caches left in the tree for a commit to pick up (the exclude list is the
+        # other guard); a command that wants them may still set the variable to "".
+        env = minimal_environment({"PYTHONDONTWRITEBYTECODE": "1", **command.env})
+        launch = self.sandbox.launch(argv, tree or self.root, command.cwd, env, readonly)
         try:
             return await self._run(command, launch)
         finally:
@@ -412,8 +416,12 @@ async def execute(
     queue: Queue,
     store: Store,
     clock: Clock,
+    tree: Path | None = None,
+    readonly: Sequence[Path] = (),
+    tree_task: int | None = None,
 ) -> Outcome:
-    """Run the command a validated request describes (see workspace_schemas.EXEC_BODY) and record it.
+    """Run the command a validated request describes (see workspace_schemas.EXEC_BODY) in `tree`
+    (main, the workspace, when None; else the tree of task `tree_task`) and record it.
 
     Disabled (403) when exec is off; PathRefused, NotFound or InvalidRequest for a bad cwd,
     timeout, environment or lease pair; LeaseConflict (409) for a stale lease, before running.
@@ -443,7 +451,7 @@ async def execute(
     command = Command(
         argv=tuple(argv) if argv is not None else None,
         shell=shell,
-        cwd=resolve_cwd(executor.root, cwd_text),
+        cwd=resolve_cwd(tree or executor.root, cwd_text),
         timeout=float(timeout),
         env=dict(request.get("env", {})),
     )
@@ -452,9 +460,9 @@ async def execute(
         if not token.isascii():  # never one the hub gave out (and compare_digest refuses it)
             raise LeaseConflict(f"task {task_id}: this lease token is not its current lease")
         queue.heartbeat(task_id, token)  # a stale token: 409 now, before anything runs
-        keeper = asyncio.create_task(_keep_lease(queue, task_id, token))
+        keeper = asyncio.create_task(queue.hold(task_id, token))
     try:
-        outcome = await executor.run(command)
+        outcome = await executor.run(command, tree, readonly)
     finally:
         if keeper is not None:
             keeper.cancel()
@@ -470,18 +478,7 @@ async def execute(
         exit_code=outcome.exit_code,
         duration_seconds=outcome.duration_seconds,
         timed_out=outcome.timed_out,
-        task_id=task_id,
+        task_id=task_id if task_id is not None else tree_task,
+        worker_id=request.get("worker_id"),
     )
     return outcome
-
-
-async def _keep_lease(queue: Queue, task_id: int, token: str) -> None:
-    """Heartbeat the task every lease/3 until cancelled, or until the lease is lost."""
-    interval = queue.settings.lease_seconds / 3
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            queue.heartbeat(task_id, token)
-        except HubError as error:
-            log.warning("task %s: stopped keeping its lease during a command: %s", task_id, error.message)
-            return

@@ -28,6 +28,7 @@ makes a search slow. Listing, grep and every other file operation run in a worke
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import os
@@ -55,8 +56,8 @@ from scaffold.hub.services.search import Found, read_all, search
 from scaffold.hub.services.walk import Entry, Kind, kind_name, kind_of, walk
 from scaffold.hub.store.base import Store
 
-Audit = Callable[[str, str | None, dict[str, object]], object]
-"""Records a change: (event type, actor, data)."""
+Audit = Callable[[str, str | None, int | None, int | None, dict[str, object]], object]
+"""Records a change: (event type, actor, task id, worker id, data)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class Files:
         self.grep_max_bytes = grep_max_bytes
         self.reservations = reservations
         self.audit = audit
+        self.task_id: int | None = None
+        """The task whose tree this is; None: main (scaffold.hub.services.trees)."""
         self._lock = threading.RLock()
         self._root: Path | None = None
 
@@ -120,8 +123,10 @@ class Files:
     def build(cls, store: Store, settings: HubSettings, clock: Clock, reservations: Reservations) -> Files:
         """The hub's workspace: each change is recorded as an event of the store."""
 
-        def audit(event_type: str, actor: str | None, data: dict[str, object]) -> object:
-            return store.append_event(event_type, clock(), actor, **data)
+        def audit(
+            kind: str, actor: str | None, task_id: int | None, worker_id: int | None, data: dict[str, object]
+        ) -> object:
+            return store.append_event(kind, clock(), actor, task_id=task_id, worker_id=worker_id, **data)
 
         return cls(
             settings.workspace,
@@ -130,6 +135,13 @@ class Files:
             reservations=reservations,
             audit=audit,
         )
+
+    def at(self, root: Path, task_id: int | None) -> Files:
+        """These files as seen in another working tree (a task's): the same lock, limits,
+        reservations and audit; each change recorded against `task_id`."""
+        bound = copy.copy(self)
+        bound.given_root, bound._root, bound.task_id = root, None, task_id
+        return bound
 
     @property
     def root(self) -> Path:
@@ -148,9 +160,9 @@ class Files:
         if self.reservations is not None:
             self.reservations.check(list(dict.fromkeys((target.path, target.rel))), writer, within=within)
 
-    def _event(self, event_type: str, actor: str | None, **data: object) -> None:
+    def _event(self, event_type: str, actor: str | None, writer: int | None, **data: object) -> None:
         if self.audit is not None:
-            self.audit(event_type, actor, data)
+            self.audit(event_type, actor, self.task_id, writer, data)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -266,8 +278,8 @@ class Files:
         self._event(
             "file.written",
             actor,
+            writer,
             path=written.path,
-            worker_id=writer,
             size=written.size,
             etag=written.etag,
             created=written.created,
@@ -323,8 +335,8 @@ class Files:
         self._event(
             "file.edited",
             actor,
+            writer,
             path=edited.path,
-            worker_id=writer,
             size=edited.size,
             etag=edited.etag,
             replacements=edited.replacements,
@@ -357,7 +369,7 @@ class Files:
             except OSError as error:
                 raise path_error(error, path) from None
             _sync_directory(target.entry.parent)
-        self._event("file.deleted", actor, path=target.path, worker_id=writer, type=kind)
+        self._event("file.deleted", actor, writer, path=target.path, type=kind)
         return Deleted(target.path, kind)
 
     def move(
@@ -409,7 +421,7 @@ class Files:
                 raise path_error(error, destination) from None
             _sync_directory(src.real.parent)
             _sync_directory(dst.real.parent)
-        self._event("file.moved", actor, path=src.path, to=dst.path, worker_id=writer, type=kind)
+        self._event("file.moved", actor, writer, path=src.path, to=dst.path, type=kind)
         return Moved(src.path, dst.path, kind)
 
     def _check_size(self, path: str, size: int) -> None:

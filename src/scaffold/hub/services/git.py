@@ -1,9 +1,11 @@
-"""The workspace as a git repository: set up when the hub starts, one commit per completed task.
+"""The workspace as a git repository: main's history, set up when the hub starts.
 
 When the hub starts, the workspace directory is created if missing and made a git repository
 if it is not one (`git init`, a local identity for the hub's commits, and an initial commit of
-whatever is there, even nothing). When a task completes, the hub stages everything that changed
-(`git add -A`) and commits it with a message naming the task and the worker:
+whatever is there, even nothing). The workspace directory is main's checkout: what the
+coordinator and people read and write. Each claimed task works in a tree of its own
+(scaffold.hub.services.trees) and reaches main through the merge queue
+(scaffold.hub.services.merge), one commit per task:
 
     task 7: Add the login form
 
@@ -12,14 +14,14 @@ whatever is there, even nothing). When a task completes, the hub stages everythi
     Task: 7
     Worker: 3 (frontend)
 
-No change, no commit. The workspace is shared by every worker, so the commit of a task holds
-everything changed in the tree since the last commit: edits that other workers made and that no
-completion has committed yet are included too. That is the honest limit of one shared working
-tree; each commit can still be undone on its own with `git revert <sha>`.
+A change made to main directly (through the file API with no task, or by a command run on main)
+is committed at once as its own commit, `workspace: <what> <path>` with an `Actor:` trailer.
 
-git runs as asyncio subprocesses (the event loop never waits on it), one at a time (one lock),
-each bounded by a timeout. A git failure never loses a completion: it is logged and the task's
-`commit` stays null.
+Build junk never reaches a commit: the repository's own `.git/info/exclude` (not the user's
+`.gitignore`) lists `__pycache__/`, `*.pyc`, `.pytest_cache/` and the like, and the shared paths.
+
+git runs as asyncio subprocesses (the event loop never waits on it), each bounded by a timeout;
+whatever moves main runs under one lock.
 """
 
 from __future__ import annotations
@@ -40,6 +42,20 @@ GIT_TIMEOUT = 120.0  # seconds for one git command; `git add -A` of a large tree
 HUB_NAME = "scaffold hub"
 HUB_EMAIL = "hub@scaffold.invalid"
 INITIAL_MESSAGE = "Workspace under version control by the hub"
+JUNK = (
+    "__pycache__/",
+    "*.py[cod]",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".coverage",
+    ".coverage.*",
+    "*.egg-info/",
+    ".DS_Store",
+    "*.swp",
+)
+"""Build junk the hub's commits leave out, whatever the project's .gitignore says."""
+EXCLUDE_MARK = "# scaffold hub: kept out of every commit (build junk, shared paths)"
 STOP_GRACE = 2.0  # seconds a timed-out git gets to clean up after SIGTERM
 LOCK_RETRIES = 10
 LOCK_RETRY_DELAY = 0.2  # seconds
@@ -91,18 +107,27 @@ def commit_message(task: Task, worker: Worker | None) -> str:
     return "\n\n".join(part for part in (f"task {task.id}: {title}", summary, trailers) if part) + "\n"
 
 
-class GitRepository:
-    """The workspace's repository; `ensure()` on start, `commit_task()` on each completion."""
+def direct_message(subject: str, actor: str | None) -> str:
+    """A change made to main directly: its subject, and who made it."""
+    return f"{' '.join(subject.split())}\n\nActor: {actor or 'unknown'}\n"
 
-    def __init__(self, root: Path, timeout: float = GIT_TIMEOUT) -> None:
+
+class GitRepository:
+    """The workspace's repository (main's checkout); `ensure()` on start."""
+
+    def __init__(self, root: Path, timeout: float = GIT_TIMEOUT, shared_paths: tuple[str, ...] = ()) -> None:
         self.root = root.expanduser().absolute()
         self.timeout = timeout
+        self.shared_paths = shared_paths
+        self.branch = "main"
+        """Main: the branch checked out in the workspace when the hub started."""
         self.ready = False
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _lock(self) -> asyncio.Lock:
+    def lock(self) -> asyncio.Lock:
+        """Held by whatever moves main: a merge, a direct commit."""
         # One lock per event loop: an app served by two loops in turn (tests) must not share one.
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
@@ -121,42 +146,46 @@ class GitRepository:
             }
         )
 
-    async def git(self, *args: str, stdin: bytes | None = None, check: bool = True) -> GitResult:
-        """Run `git <args>` in the workspace; GitError if it fails (with `check`) or times out.
+    async def git(
+        self, *args: str, stdin: bytes | None = None, check: bool = True, cwd: Path | None = None
+    ) -> GitResult:
+        """Run `git <args>` in the workspace (or in the tree `cwd`); GitError if it fails (with
+        `check`) or times out.
 
         A worker's own git (`git status` through exec) holds .git/index.lock for a moment: a
         command refused for that is tried again, a few times.
         """
-        result = await self._git_once(args, stdin)
+        result = await self._git_once(args, stdin, cwd or self.root)
         for _ in range(LOCK_RETRIES):
             if not (result.code != 0 and "index.lock" in result.stderr and "exists" in result.stderr):
                 break
             await asyncio.sleep(LOCK_RETRY_DELAY)
-            result = await self._git_once(args, stdin)
+            result = await self._git_once(args, stdin, cwd or self.root)
         if check and result.code != 0:
             raise GitError(f"git {' '.join(args)} failed ({result.code}): {result.stderr.strip()[:2000]}")
         return result
 
-    async def _git_once(self, args: tuple[str, ...], stdin: bytes | None) -> GitResult:
+    async def _git_once(self, args: tuple[str, ...], stdin: bytes | None, cwd: Path) -> GitResult:
         try:
             proc = await asyncio.create_subprocess_exec(
                 "git",
                 *SAFE_CONFIG,
                 *args,
-                cwd=self.root,
+                cwd=cwd,
                 env=self._environment(),
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as error:
-            raise GitError(f"cannot run git in {self.root}: {error}") from error
+            raise GitError(f"cannot run git in {cwd}: {error}") from error
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), self.timeout)
         except BaseException as error:  # the timeout, or the caller cancelled: no git left behind
             if not isinstance(error, TimeoutError):
                 if proc.returncode is None:
                     proc.kill()
+                    await proc.wait()  # reaped, so no git outlives the hub
                 raise
             await _stop(proc)
             raise GitError(f"git {args[0]} took longer than {self.timeout:g} s; stopped it") from None
@@ -168,7 +197,7 @@ class GitRepository:
         OSError if the directory cannot be created; GitError if git fails.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        async with self._lock():
+        async with self.lock():
             await self._ensure_repository()
 
     async def _ensure_repository(self) -> None:
@@ -178,35 +207,80 @@ class GitRepository:
         for key, value in (("user.name", HUB_NAME), ("user.email", HUB_EMAIL)):
             if (await self.git("config", "--local", "--get", key, check=False)).code != 0:
                 await self.git("config", "--local", key, value)
+        await asyncio.to_thread(self._write_exclude)
         if (await self.git("rev-parse", "--verify", "--quiet", "HEAD", check=False)).code != 0:
             await self.git("add", "-A")
             await self.git("commit", "--quiet", "--no-verify", "--allow-empty", "-m", INITIAL_MESSAGE)
+        branch = (await self.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)).stdout.strip()
+        if not branch:
+            raise GitError(
+                f"the workspace {self.root} has a detached HEAD; the hub merges tasks into the branch "
+                "checked out there: check one out (git checkout main) and start the hub again"
+            )
+        self.branch = branch
         self.ready = True
 
-    async def commit_task(self, task: Task, worker: Worker | None) -> str | None:
-        """Commit what changed in the workspace for this task; the sha, or None (no change, or git
-        failed: that is logged, never raised)."""
+    def _write_exclude(self) -> None:
+        """Our block of `.git/info/exclude`, rewritten; the lines of others are kept."""
+        exclude = self.root / ".git" / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
         try:
-            async with self._lock():
-                if not self.ready:  # it failed at start; the workspace may be fixed by now
+            kept = exclude.read_text(encoding="utf-8").split(EXCLUDE_MARK)[0].rstrip("\n")
+        except FileNotFoundError:
+            kept = ""
+        shared = [f"/{path}" for path in self.shared_paths]
+        block = "\n".join((EXCLUDE_MARK, *JUNK, *shared, ""))
+        exclude.write_text(f"{kept}\n\n{block}" if kept else block, encoding="utf-8")
+
+    async def head(self) -> str:
+        return (await self.git("rev-parse", "--verify", f"refs/heads/{self.branch}")).stdout.strip()
+
+    async def commit(self, tree: str, parent: str, message: str, cwd: Path | None = None) -> str:
+        """A new commit object of `tree` on `parent` (no ref moves)."""
+        # whitespace: keep lines starting with '#' (a markdown heading in the result)
+        result = await self.git(
+            "commit-tree",
+            tree,
+            "-p",
+            parent,
+            "-F",
+            "-",
+            stdin=message.encode("utf-8", errors="replace"),
+            cwd=cwd,
+        )
+        return result.stdout.strip()
+
+    async def move_main(self, before: str, after: str) -> None:
+        """Main from `before` to `after`: the ref (only if it still is `before`), then its checkout.
+
+        The caller holds `lock()`. The checkout keeps changes in main's tree that the move does not
+        touch; one it would overwrite is a GitError, and main's ref is put back."""
+        await self.git("update-ref", "-m", "scaffold hub: merge", f"refs/heads/{self.branch}", after, before)
+        moved = await self.git("read-tree", "-m", "-u", before, after, check=False)
+        if moved.code != 0:
+            await self.git("update-ref", f"refs/heads/{self.branch}", before, after)
+            raise GitError(f"main's checkout could not move to {after[:12]}: {moved.stderr.strip()[:2000]}")
+
+    async def commit_direct(self, paths: list[str] | None, subject: str, actor: str | None) -> str | None:
+        """Commit what changed in main's checkout (at `paths`, or anywhere) as its own commit; the
+        sha, or None when nothing changed or git failed (logged: the change itself is made)."""
+        try:
+            async with self.lock():
+                if not self.ready:
                     await self._ensure_repository()
-                # Everything in the tree: the changes of other workers not committed yet too
-                # (one shared working tree; see the module's docstring).
-                await self.git("add", "-A")
+                where = ["--", *paths] if paths is not None else []
+                await self.git("add", "-A", *where)
                 staged = await self.git("diff", "--cached", "--quiet", check=False)
                 if staged.code == 0:
                     return None
                 if staged.code != 1:
                     raise GitError(f"git diff --cached failed ({staged.code}): {staged.stderr.strip()}")
-                message = commit_message(task, worker).encode("utf-8", errors="replace")
-                # whitespace: keep lines starting with '#' (a markdown heading in the result)
+                message = direct_message(subject, actor).encode("utf-8", errors="replace")
                 await self.git(
                     "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", stdin=message
                 )
-                sha = (await self.git("rev-parse", "--verify", "HEAD")).stdout.strip()
+                return await self.head()
         except (GitError, OSError) as error:
             self.ready = False
-            log.error("task %s: the workspace was not committed: %s", task.id, error)
+            log.error("the workspace's change (%s) was not committed: %s", subject[:200], error)
             return None
-        log.info("task %s: committed the workspace as %s", task.id, sha)
-        return sha

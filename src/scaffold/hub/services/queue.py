@@ -8,6 +8,7 @@ store. Time comes from an injected clock, so tests move it instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import secrets
@@ -24,6 +25,8 @@ from scaffold.hub.core.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES
 from scaffold.hub.core.types import Clock, NewTask, Task, TaskState
 from scaffold.hub.core.wakeup import Wakeup
 from scaffold.hub.store.base import Store, TaskFilter
+
+log = logging.getLogger("scaffold.hub")
 
 CAPABILITY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -162,14 +165,25 @@ class Queue:
             task_id, partial(lifecycle.heartbeat, token=token, lease_until=lease_until, now=now), now
         )[0]
 
-    def complete(self, task_id: int, token: str, result: str) -> tuple[Task, bool]:
+    def complete(self, task_id: int, token: str, result: str, commit: str | None = None) -> tuple[Task, bool]:
         now = self.clock()
         task, changed = self.store.transition(
-            task_id, partial(lifecycle.complete, token=token, result=result, now=now), now
+            task_id, partial(lifecycle.complete, token=token, result=result, now=now, commit=commit), now
         )
         if changed:
             self.signal.notify()  # dependents may be ready now
         return task, changed
+
+    async def hold(self, task_id: int, token: str) -> None:
+        """Heartbeat the task every lease/3 until cancelled, or until the lease is lost: a command
+        or a merge that takes long must not lose the lease it runs for."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                self.heartbeat(task_id, token)
+            except HubError as error:
+                log.warning("task %s: stopped keeping its lease: %s", task_id, error.message)
+                return
 
     def fail(self, task_id: int, token: str, error: str) -> Task:
         now = self.clock()

@@ -237,8 +237,17 @@ class Sandbox:
             processes,
         )
 
-    def launch(self, argv: Sequence[str], tree: Path, cwd: Path, env: Mapping[str, str]) -> Launch:
-        """What to start for `argv` in `cwd` (inside `tree`); call release() once it has ended."""
+    def launch(
+        self,
+        argv: Sequence[str],
+        tree: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        readonly: Sequence[Path] = (),
+    ) -> Launch:
+        """What to start for `argv` in `cwd` (inside `tree`, with `readonly` paths beside it, at
+        their own places: a task tree's repository and shared paths); call release() once it has
+        ended."""
         if not self.confined:
             return Launch(list(argv), dict(env))
         # The caller's environment goes to the command only, never to bwrap itself, which runs
@@ -262,7 +271,7 @@ class Sandbox:
 
         command = [
             self.bwrap,
-            *self._arguments(tree.resolve(), cwd),
+            *self._arguments(tree.resolve(), cwd, readonly),
             "--json-status-fd",
             str(write),
             "--clearenv",
@@ -295,7 +304,7 @@ class Sandbox:
             launch.cgroup = None
         return True
 
-    def _arguments(self, tree: Path, cwd: Path) -> list[str]:
+    def _arguments(self, tree: Path, cwd: Path, readonly: Sequence[Path] = ()) -> list[str]:
         uid = os.getuid() or NOBODY  # root's commands run as nobody (a uid of the sandbox only)
         gid = os.getgid() or NOBODY
         args = [
@@ -322,6 +331,8 @@ class Sandbox:
                 args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", TMP, "--symlink", TMP, "/var/tmp"]  # noqa: S108
         args += ["--bind", str(tree), str(tree)]
+        for path in readonly:
+            args += ["--ro-bind-try", str(path.resolve()), str(path.resolve())]
         for path in (*(Path("/etc", name) for name in MASKED_ETC), *self.hidden):
             args += _mask(path, tree)
         return [*args, "--remount-ro", "/", "--chdir", str(cwd)]

@@ -145,9 +145,6 @@ class Store(ABC):
         reservations expired at `now` (a `reservation.expired` event each); the tasks changed,
         as they are after. A pass with nothing due writes nothing."""
 
-    @abstractmethod
-    def set_commit(self, task_id: int, commit: str) -> None: ...
-
     # -- workers --------------------------------------------------------------------------
 
     @abstractmethod
@@ -223,8 +220,18 @@ class Store(ABC):
     # -- events ---------------------------------------------------------------------------
 
     @abstractmethod
-    def append_event(self, event_type: str, now: float, actor: str | None = None, **data: object) -> Event:
-        """An event that no other operation records (for example a command run)."""
+    def append_event(
+        self,
+        event_type: str,
+        now: float,
+        actor: str | None = None,
+        *,
+        task_id: int | None = None,
+        worker_id: int | None = None,
+        **data: object,
+    ) -> Event:
+        """An event that no other operation records (a command run, a file change), with the
+        task and worker it concerns in their own columns."""
 
     @abstractmethod
     def events_after(self, after_id: int, limit: int) -> list[Event]: ...

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import fastjsonschema
@@ -137,7 +137,7 @@ class McpEndpoint:
             args = validated(self.validators[tool.name], arguments(params.arguments), "arguments")
             payload = await tool.handler(ToolCall(self.services, key, args))
         except HubError as error:
-            return refusal(error.code, error.message)
+            return refusal(error.code, error.message, error.details)
         except Exception:  # one bad call must answer, as a REST route does with 500
             log.exception("MCP tool %s failed unexpectedly", params.name)
             return refusal("internal", "the hub failed unexpectedly; see its log")
@@ -154,11 +154,11 @@ def caller(ctx: ServerRequestContext[Any]) -> ApiKey:
     return key
 
 
-def refusal(code: str, message: str) -> types.CallToolResult:
+def refusal(code: str, message: str, details: Mapping[str, object] | None = None) -> types.CallToolResult:
     """A tool error in the REST API's shape, as text for the model and as structured content."""
     return types.CallToolResult(
         content=[types.TextContent(text=f"{code}: {message}")],
-        structured_content={"error": {"code": code, "message": message}},
+        structured_content={"error": {"code": code, "message": message, **(details or {})}},
         is_error=True,
     )
 

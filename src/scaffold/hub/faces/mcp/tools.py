@@ -77,8 +77,9 @@ LIST_FILES = s.obj(
     path=w.PATH,
     glob=w.GLOB,
     limit=s.described({"type": "integer", "minimum": 1, "maximum": 10_000}, "default 1000"),
+    worker_id=w.READER_ID,
 )
-READ_FILE = s.obj(["path"], path=w.PATH)
+READ_FILE = s.obj(["path"], path=w.PATH, worker_id=w.READER_ID)
 WRITE_FILE = s.obj(
     ["path", "content"],
     path=w.PATH,
@@ -177,7 +178,7 @@ async def cancel_task(call: ToolCall) -> dict[str, Any]:
 
 
 async def get_status(call: ToolCall) -> dict[str, Any]:
-    return status_view(call.services.progress(), call.services.workers)
+    return status_view(await call.services.progress(), call.services.workers)
 
 
 async def send_message(call: ToolCall) -> dict[str, Any]:
@@ -193,15 +194,17 @@ async def run_command(call: ToolCall) -> dict[str, Any]:
 
 async def list_files(call: ToolCall) -> dict[str, Any]:
     args = call.args
+    files = await call.services.files_for(args.get("worker_id"))
     listing = await asyncio.to_thread(
-        call.services.files.list, args.get("path", ""), args.get("glob"), args.get("limit", 1000)
+        files.list, args.get("path", ""), args.get("glob"), args.get("limit", 1000)
     )
     return {"entries": [entry_view(entry) for entry in listing.entries], "truncated": listing.truncated}
 
 
 async def read_file(call: ToolCall) -> dict[str, Any]:
     path = call.args["path"]
-    content, etag = await asyncio.to_thread(call.services.files.read, path)
+    files = await call.services.files_for(call.args.get("worker_id"))
+    content, etag = await asyncio.to_thread(files.read, path)
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -214,8 +217,9 @@ async def read_file(call: ToolCall) -> dict[str, Any]:
 async def write_file(call: ToolCall) -> dict[str, Any]:
     args = call.args
     etag = args.get("etag")
+    files = await call.services.files_for(args.get("worker_id"))
     written = await asyncio.to_thread(
-        lambda: call.services.files.write(
+        lambda: files.write(
             args["path"],
             args["content"].encode(),
             writer=args.get("worker_id"),
@@ -224,23 +228,24 @@ async def write_file(call: ToolCall) -> dict[str, Any]:
             actor=call.actor,
         )
     )
+    await call.services.changed(files, [written.path], f"write {written.path}", call.actor)
     return {**written_view(written.path, written.size, written.etag), "created": written.created}
 
 
 async def edit_file(call: ToolCall) -> dict[str, Any]:
-    return await edited(call.services.files, call.args, call.actor)
+    return await edited(call.services, call.args, call.actor)
 
 
 async def delete_file(call: ToolCall) -> dict[str, Any]:
-    return await deleted(call.services.files, call.args, call.actor)
+    return await deleted(call.services, call.args, call.actor)
 
 
 async def move_file(call: ToolCall) -> dict[str, Any]:
-    return await moved(call.services.files, call.args, call.actor)
+    return await moved(call.services, call.args, call.actor)
 
 
 async def grep_files(call: ToolCall) -> dict[str, Any]:
-    return await grepped(call.services.files, call.args)
+    return await grepped(call.services, call.args)
 
 
 async def reserve_paths(call: ToolCall) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from scaffold.hub.core.workspace_schemas import (
     MOVE,
     MOVED,
     PATH,
+    READER_ID,
     RELEASE,
     RENEW,
     RESERVATIONS,
@@ -47,8 +48,10 @@ from scaffold.hub.faces.views import (
 async def list_files(call: Call) -> Response:
     query = call.query
 
+    files = await call.services.files_for(query.get("worker_id"))
+
     def answer() -> Response:  # in a thread, the answer too: 10,000 entries take a while to write
-        listing = call.services.files.list(query.get("path", ""), query.get("glob"), query.get("limit", 1000))
+        listing = files.list(query.get("path", ""), query.get("glob"), query.get("limit", 1000))
         views = [entry_view(entry) for entry in listing.entries]
         return LargeJSONResponse({"entries": views, "truncated": listing.truncated})
 
@@ -56,14 +59,16 @@ async def list_files(call: Call) -> Response:
 
 
 async def read_file(call: Call) -> Response:
-    content, etag = await asyncio.to_thread(call.services.files.read, call.query["path"])
+    files = await call.services.files_for(call.query.get("worker_id"))
+    content, etag = await asyncio.to_thread(files.read, call.query["path"])
     return Response(content, media_type="application/octet-stream", headers={"ETag": f'"{etag}"'})
 
 
 async def write_file(call: Call) -> Response:
     headers = call.request.headers
+    files = await call.services.files_for(call.query.get("worker_id"))
     written = await asyncio.to_thread(
-        lambda: call.services.files.write(
+        lambda: files.write(
             call.query["path"],
             call.body,
             writer=call.query.get("worker_id"),
@@ -72,6 +77,7 @@ async def write_file(call: Call) -> Response:
             actor=call.actor,
         )
     )
+    await call.services.changed(files, [written.path], f"write {written.path}", call.actor)
     return JSONResponse(
         written_view(written.path, written.size, written.etag),
         201 if written.created else 200,
@@ -80,19 +86,19 @@ async def write_file(call: Call) -> Response:
 
 
 async def edit_file(call: Call) -> Response:
-    return JSONResponse(await edited(call.services.files, call.body, call.actor))
+    return JSONResponse(await edited(call.services, call.body, call.actor))
 
 
 async def delete_file(call: Call) -> Response:
-    return JSONResponse(await deleted(call.services.files, call.body, call.actor))
+    return JSONResponse(await deleted(call.services, call.body, call.actor))
 
 
 async def move_file(call: Call) -> Response:
-    return JSONResponse(await moved(call.services.files, call.body, call.actor))
+    return JSONResponse(await moved(call.services, call.body, call.actor))
 
 
 async def grep_files(call: Call) -> Response:
-    return JSONResponse(await grepped(call.services.files, call.body))
+    return JSONResponse(await grepped(call.services, call.body))
 
 
 # -- reservations --------------------------------------------------------------------------
@@ -134,11 +140,13 @@ ENDPOINTS: list[Endpoint] = [
              query={"path": Param(PATH, "a directory (default: the root) or a file"),
                     "glob": Param(GLOB, "match paths below `path`, recursively"),
                     "limit": Param({"type": "integer", "minimum": 1, "maximum": 10_000},
-                                   "entries at most (default 1000)")},
+                                   "entries at most (default 1000)"),
+                    "worker_id": Param(READER_ID, READER_ID["description"])},
              responses={200: ("The entries, in name order", LISTING)}),
     Endpoint("GET", "/v1/files/content", read_file,
              "Read a file: its bytes, with its ETag (SHA-256) in the ETag header", "viewer",
-             query={"path": Param(PATH, "the file (required)", required=True)},
+             query={"path": Param(PATH, "the file (required)", required=True),
+                    "worker_id": Param(READER_ID, READER_ID["description"])},
              responses={200: ("The file's bytes", {"type": "string", "format": "binary"})},
              content_type="application/octet-stream"),
     Endpoint("PUT", "/v1/files/content", write_file,

@@ -107,9 +107,8 @@ class LargeJSONResponse(JSONResponse):
 
 def error_response(error: HubError) -> JSONResponse:
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyRequests) else None
-    return FastJSONResponse(
-        {"error": {"code": error.code, "message": error.message}}, error.status, headers=headers
-    )
+    body = {"error": {"code": error.code, "message": error.message, **error.details}}
+    return FastJSONResponse(body, error.status, headers=headers)
 
 
 def route(services: Services, endpoint: Endpoint) -> Route:

@@ -194,7 +194,7 @@ async def read_messages(call: Call) -> Response:
 
 
 async def status(call: Call) -> Response:
-    return ok(status_view(call.services.progress(), call.services.workers))
+    return ok(status_view(await call.services.progress(), call.services.workers))
 
 
 async def events(call: Call) -> Response:

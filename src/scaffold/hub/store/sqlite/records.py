@@ -53,9 +53,19 @@ class RecordStore(Connection):
 
     # -- events ---------------------------------------------------------------------------
 
-    def append_event(self, event_type: str, now: float, actor: str | None = None, **data: object) -> Event:
+    def append_event(
+        self,
+        event_type: str,
+        now: float,
+        actor: str | None = None,
+        *,
+        task_id: int | None = None,
+        worker_id: int | None = None,
+        **data: object,
+    ) -> Event:
         with self._write() as db:
-            return self._event(db, event_type, now, actor=actor, data=data)
+            fields = {"task_id": task_id, "worker_id": worker_id}
+            return self._event(db, event_type, now, actor=actor, data=data, **fields)
 
     def events_after(self, after_id: int, limit: int) -> list[Event]:
         with self._read() as db:

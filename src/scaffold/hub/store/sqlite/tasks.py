@@ -250,7 +250,3 @@ class TaskStore(Connection):
                     db, "reservation.expired", now, task_id=task_id, worker_id=worker_id, id=reservation_id
                 )
             return [self._task_by_id(db, task_id) for task_id in expired]
-
-    def set_commit(self, task_id: int, commit: str) -> None:
-        with self._write() as db:
-            db.execute("UPDATE tasks SET commit_sha = ? WHERE id = ?", (commit, task_id))
