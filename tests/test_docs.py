@@ -67,6 +67,34 @@ def test_the_event_types_in_api_md_are_the_ones_the_hub_writes() -> None:
     assert written == documented
 
 
+def test_the_docs_say_how_work_reaches_main() -> None:
+    """api.md's git history, queue.md and interfaces.md tell the merge queue's truth: a tree per
+    task, exactly one commit per task on main, conflicts and the gate sending the task back; and
+    none of them still says that one tree is shared."""
+    api = " ".join((DOCS / "api.md").read_text(encoding="utf-8").split())
+    history = api.split("## The workspace's git history", 1)[1].split(" ## ", 1)[0]
+    for said in (
+        "its checked-out branch is **main**",
+        "its own git worktree",
+        "`[workspace] shared_paths`",
+        "`.git/info/exclude`",
+        "exactly one commit per task",
+        "undoes exactly that task",
+        "409 `merge_conflict`",
+        "409 `gate_failed`",
+        "branch `task/<id>-<attempt>`",
+        "committed at once as its own commit",
+    ):
+        assert said in history, said
+    assert "`PYTHONDONTWRITEBYTECODE=1`" in api.split("## Running commands", 1)[1]
+    queue = " ".join((DOCS / "queue.md").read_text(encoding="utf-8").split())
+    assert "## Work reaches main" in queue and "409 `merge_conflict`" in queue
+    interfaces = " ".join((DOCS / "interfaces.md").read_text(encoding="utf-8").split())
+    assert "exactly one commit per task" in interfaces and "`worker_id?`" in interfaces
+    for text in (api, queue, interfaces):
+        assert "tree is shared" not in text and "shared tree" not in text
+
+
 def commands(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, argparse.ArgumentParser]]:

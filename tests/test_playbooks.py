@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from scaffold.cli import _parser as scaffold_parser
+from scaffold.errors import HubError
 from scaffold.hub.core.schemas import COMPONENTS
 from scaffold.hub.core.settings import HubSettings
 from scaffold.hub.faces.mcp.tools import TOOLS
@@ -200,8 +201,16 @@ def test_every_scaffold_command_named_parses(project: Path) -> None:
             pytest.fail(f"{where}: `{span}` is not a scaffold command")
 
 
-def test_every_setting_and_field_named_exists(project: Path) -> None:
-    settings = set(HubSettings.__dataclass_fields__)
+def error_codes() -> set[str]:
+    """The code of every error the hub answers: HubError's subclasses, at any depth."""
+    classes: list[type[HubError]] = [HubError]
+    for cls in classes:  # grows as it goes
+        classes.extend(cls.__subclasses__())
+    return {cls.code for cls in classes}
+
+
+def test_every_setting_field_and_error_code_named_exists(project: Path) -> None:
+    settings, codes = set(HubSettings.__dataclass_fields__), error_codes()
     fields: set[str] = set()
 
     def collect(schema: Any) -> None:
@@ -222,7 +231,8 @@ def test_every_setting_and_field_named_exists(project: Path) -> None:
     hub_toml = (project / "vps/hub.toml").read_text(encoding="utf-8")
     for where, span in spans(project):
         if re.fullmatch(r"[a-z]+(_[a-z]+)+", span) and span not in TOOL_NAMES:
-            assert span in fields | settings or span in hub_toml, f"{where}: no field or setting {span!r}"
+            known = span in fields | settings | codes or span in hub_toml
+            assert known, f"{where}: no field, setting or error code {span!r}"
         if re.fullmatch(r"\[\[?[a-z]+\]\]?", span):
             assert span in hub_toml or span.strip("[]") in ("exec", "roles", "keys"), f"{where}: {span}"
 
@@ -264,6 +274,76 @@ def test_the_hooks_named_in_settings_exist(project: Path) -> None:
         assert script is not None and (project / script[1]).is_file(), command
 
 
+# The MCP tools that act in the caller's task tree when given its worker id, and on main without.
+TREE_TOOLS = (
+    "read_file",
+    "list_files",
+    "grep_files",
+    "write_file",
+    "edit_file",
+    "delete_file",
+    "move_file",
+    "run_command",
+)
+# What the text said while every worker shared one tree; none of it is true any more.
+SHARED_TREE_CLAIMS = (
+    "shared workspace",
+    "the tree is shared",
+    "the same tree",
+    "uncommitted edits",
+    "edits stay in the workspace",
+    "finds them there",
+    "land in the next task's commit",
+)
+
+
+def text(project: Path, *patterns: str) -> str:
+    """The rendered files of the patterns, one string; each pattern must match a file."""
+    found = [path for pattern in patterns for path in sorted(project.glob(pattern))]
+    assert len(found) >= len(patterns), patterns
+    return "\n".join(path.read_text(encoding="utf-8") for path in found)
+
+
+def test_workers_are_told_to_pass_their_worker_id_to_every_file_and_command_tool(project: Path) -> None:
+    """A call without worker_id acts on main, so a worker that forgets it writes outside its task:
+    the playbook names each tool that takes it, and the tools do take it."""
+    schemas = {tool.name: tool.schema for tool in TOOLS}
+    playbook = text(project, ".claude/WORKER_CLAUDE.md")
+    tree = playbook.split("## Your task's tree", 1)[1].split("\n## ", 1)[0]
+    assert "Pass your worker id" in tree and "`worker_id`" in tree and "acts on main" in tree
+    skill = text(project, ".claude/skills/vps-workspace/SKILL.md")
+    for tool in TREE_TOOLS:
+        assert "worker_id" in schemas[tool]["properties"], f"{tool} takes no worker_id"
+        assert f"`{tool}`" in tree and f"`{tool}`" in skill, f"{tool} is not named with worker_id"
+    assert "without `worker_id`" in skill and "acts on main" in skill
+
+
+def test_the_texts_describe_one_commit_per_task_on_main(project: Path) -> None:
+    """How work reaches main, as the playbooks and guides tell it: one commit per task, `git
+    revert` of it undoes that task only, a conflict or a failed gate sends the task back."""
+    coordinator = " ".join(text(project, ".claude/COORDINATOR_CLAUDE.md").split())
+    for said in (
+        "exactly one commit per task",
+        "`task <id>: <title>`",
+        "`Task:` and `Worker:` trailers",
+        "undoes exactly that task",
+        "branch `task/<id>-<attempt>`",
+        "you get a message",
+        "`shared_paths` under `[workspace]`",
+        "`gate` under `[queue]`",
+        "committed at once as its own commit",
+    ):
+        assert said in coordinator, said
+    worker = " ".join(text(project, ".claude/WORKER_CLAUDE.md").split())
+    for said in ("exactly one commit", "409 `merge_conflict`", "409 `gate_failed`", "starts clean"):
+        assert said in worker, said
+    guides = " ".join(text(project, "docs/setup-guide.md", "docs/coordinator-guide.md").split())
+    assert "exactly one commit" in guides and "`shared_paths`" in guides and "`gate`" in guides
+    everything = " ".join(text(project, *TEXTS).split()).lower()
+    for claim in SHARED_TREE_CLAIMS:
+        assert claim not in everything, f"a rendered text still says {claim!r}"
+
+
 @pytest.mark.parametrize(
     ("check", "wrong"),
     [
@@ -272,7 +352,8 @@ def test_the_hooks_named_in_settings_exist(project: Path) -> None:
         ("test_every_file_named_is_in_the_rendered_project", "`docs/quickstart.md`"),
         ("test_every_vps_command_named_parses", "`vps.py tasks take 7`"),
         ("test_every_scaffold_command_named_parses", "`scaffold publish --host user@host`"),
-        ("test_every_setting_and_field_named_exists", "`lease_minutes`"),
+        ("test_every_setting_field_and_error_code_named_exists", "`lease_minutes`"),
+        ("test_every_setting_field_and_error_code_named_exists", "`merge_refused`"),
         ("test_every_environment_variable_named_is_used", "`VPS_WORKER_COUNT`"),
         ("test_every_skill_and_hook_named_exists", "`/reviewer`"),
     ],

@@ -487,6 +487,48 @@ def test_exec(hub: HubProcess, cwd: Path) -> None:
     assert run("--task", str(task["id"]), "--lease-token", "stale", "--", "true").code == LEASE_LOST
 
 
+def test_a_worker_holding_a_task_reads_writes_and_runs_in_its_own_tree(hub: HubProcess, cwd: Path) -> None:
+    """Every files command and exec send the session's worker (or --worker): while it holds a
+    task they act in that task's tree, which no one else sees; completing puts the work on main
+    as one commit, `task <id>: <title>`."""
+    worker, session_id = register(hub, cwd, role="treed")
+    (task,) = create(hub, cwd, "treed", "write in a tree")
+    as_worker = {"CLAUDE_CODE_SESSION_ID": session_id}
+    token = vps("--json", "tasks", "claim", url=hub.url, cwd=cwd, env=as_worker).json()["lease_token"]
+    folder, marker = f"tree-{task['id']}", f"tree marker {task['id']}"
+    made, moved = f"{folder}/made.txt", f"{folder}/moved.txt"
+
+    def files(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> Run:
+        return vps("files", *args, url=hub.url, cwd=cwd, env=env, stdin=stdin)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Run:
+        return vps("exec", *args, url=hub.url, cwd=cwd, env=env, one_line=False)
+
+    assert files("put", made, env=as_worker, stdin=f"{marker}\n").code == OK
+    assert files("cat", made, env=as_worker).out == f"{marker}\n"
+    assert files("cat", made, "--worker", str(worker)).out == f"{marker}\n"  # the same tree, named
+    assert files("ls", folder, env=as_worker).out.splitlines() == [made]
+    assert files("grep", marker, "--fixed", env=as_worker).out.strip() == f"{made}:1: {marker}"
+    assert run("--", "cat", made, env=as_worker).out == f"{marker}\n"
+    assert run("--worker", str(worker), "--", "cat", made).out == f"{marker}\n"
+    edited = files("edit", made, "--old", "marker", "--new", "MARKER", env=as_worker)
+    assert edited.code == OK
+    assert files("mv", made, moved, env=as_worker).code == OK
+    assert files("cat", made).code == NOT_FOUND  # main: none of it until the task is merged
+    assert files("cat", moved).code == NOT_FOUND
+    assert files("grep", str(task["id"]), "--fixed", "--glob", "**/moved.txt").out.strip() == "no match"
+    assert run("--", "test", "-e", folder).code == OTHER
+
+    done = ["tasks", "complete", str(task["id"]), "--lease-token", token, "--result", "Changed: a file"]
+    assert vps(*done, url=hub.url, cwd=cwd, env=as_worker).code == OK
+    content = marker.replace("marker", "MARKER") + "\n"
+    assert files("cat", moved).out == content and files("cat", made).code == NOT_FOUND
+    commit = vps("tasks", "show", str(task["id"]), "--json", url=hub.url, cwd=cwd).json()["commit"]
+    shown = run("--", "git", "show", "--name-only", "--format=%H%n%s", commit).out.split()
+    assert shown[0] == commit and shown[1:] == ["task", f"{task['id']}:", "write", "in", "a", "tree", moved]
+    assert run("--", "git", "rev-parse", "HEAD").out.strip() == commit  # main's head: that commit
+
+
 def test_exec_switched_off_is_not_an_auth_failure(tmp_path: Path) -> None:
     config = write_config(tmp_path, keys=[("agent", "agent", AGENT)])
     config.write_text(config.read_text() + "[exec]\nenabled = false\n")

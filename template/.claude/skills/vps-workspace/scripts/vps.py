@@ -8,11 +8,14 @@ or .claude/settings.json of the current directory, a parent, or this file's proj
 passes that `env` to the commands and hooks it runs, a terminal of your own does not have it. The
 key only goes into the Authorization header; it is never printed.
 
-`tasks claim`, `reserve`, `unreserve`, file writes and `workers show|heartbeat|deregister` without
-an id act for this session's worker: the one the hub has for the session id (GET
-/v1/workers?session_id=) from --session, else CLAUDE_CODE_SESSION_ID (Claude Code sets it for the
-commands it runs), else CLAUDE_SESSION_ID; nothing is stored locally. `messages read` reads for
-that worker (else everything) and `messages send` signs as worker:<id>.
+`tasks claim`, `reserve`, `unreserve`, every `files` command, `exec` and `workers
+show|heartbeat|deregister` without an id act for this session's worker (or --worker): the one the
+hub has for the session id (GET /v1/workers?session_id=) from --session, else
+CLAUDE_CODE_SESSION_ID (Claude Code sets it for the commands it runs), else CLAUDE_SESSION_ID;
+nothing is stored locally. The `files` commands and `exec` send that worker's id, so they act in
+the working tree of the task it holds (the hub's choice); without a worker, or for a worker that
+holds no task, they act on main. `messages read` reads for that worker (else everything) and
+`messages send` signs as worker:<id>.
 
 Exit codes: 0 ok; 1 other (also a 403 path_refused or disabled, a 409 that is not a lost lease, a
 command run by `exec` that failed); 2 usage, or 422 invalid request; 3 network: not configured,
@@ -466,8 +469,11 @@ def run_messages(client: Client, args: Args) -> int:
 
 def run_files(client: Client, args: Args) -> int:
     action = args.action
+    # The hub serves a worker that holds a task from its task's tree, anyone else from main; a
+    # worker's own exclusive reservations do not stop its writes.
+    worker = session_worker(client, args) or None
     if action == "cat":
-        reply = client.call("files.cat", query={"path": args.path})
+        reply = client.call("files.cat", query={"path": args.path, "worker_id": worker})
         content, etag = reply.data or b"", (reply.headers.get("ETag") or "").strip('"')
         if args.json:
             text = content.decode("utf-8", "replace")
@@ -477,7 +483,7 @@ def run_files(client: Client, args: Args) -> int:
         print(f"etag: {etag}", file=sys.stderr)
         return EXIT_OK
     if action == "ls":
-        query = {"path": args.path, "glob": args.glob, "limit": args.limit}
+        query = {"path": args.path, "glob": args.glob, "limit": args.limit, "worker_id": worker}
         page = client.call("files.ls", query=query).data
         shown = lines(page["entries"], lambda e: e["path"] + "/" * (e["type"] == "dir"), "no files")
         return say(args, page, shown + "\n(more: raise --limit)" * page["truncated"])
@@ -489,6 +495,7 @@ def run_files(client: Client, args: Args) -> int:
             "max_matches": args.max,
             "ignore_case": args.ignore_case,
             "fixed_string": args.fixed,
+            "worker_id": worker,
         }
         found = client.call("files.grep", body={k: v for k, v in options.items() if v}).data
         shown = lines(found["matches"], lambda m: f"{m['path']}:{m['line']}: {m['text']}", "no match")
@@ -502,12 +509,11 @@ def run_files(client: Client, args: Args) -> int:
             "printed, or add --force to overwrite",
             EXIT_USAGE,
         )
-    writer = session_worker(client, args)  # a worker's own exclusive reservations do not stop it
     if action == "put":
         condition = {"If-Match": match} if match else {"If-None-Match": "*"}  # create only
         reply = client.call(
             "files.put",
-            query={"path": args.path, "worker_id": writer or None},
+            query={"path": args.path, "worker_id": worker},
             raw=read_input(args, "content"),
             headers=condition,
         )
@@ -520,8 +526,9 @@ def run_files(client: Client, args: Args) -> int:
         body = {"from": getattr(args, "from"), "to": args.to, "overwrite": args.overwrite}
     else:
         body = {"path": args.path, "etag": match}
+    body["worker_id"] = worker
     body = {field: value for field, value in body.items() if value not in (None, False)}
-    data = client.call(f"files.{action}", body={**body, **({"worker_id": writer} if writer else {})}).data
+    data = client.call(f"files.{action}", body=body).data
     said = {"edit": "edited {path}; etag {etag}", "mv": "moved {from} to {to}", "rm": "deleted {path}"}
     return say(args, data, said[action].format(**data))
 
@@ -563,6 +570,7 @@ def run_exec(client: Client, args: Args) -> int:
         "env": env or None,
         "task_id": args.task,
         "lease_token": args.lease_token,
+        "worker_id": session_worker(client, args) or None,  # in its task's tree, as the files commands
     }
     body.update({field: value for field, value in options.items() if value is not None})
     result = client.call("exec", body=body, timeout=(args.timeout or EXEC_TIMEOUT) + MARGIN).data
@@ -635,7 +643,7 @@ def group(
 
 
 def for_worker(parser: Parser) -> None:
-    """Which worker acts: by default this session's."""
+    """Which worker acts (and so, for files and exec, in which task's tree): by default this session's."""
     parser.add_argument("--worker", type=int)
     parser.add_argument("--session")
 
@@ -776,7 +784,9 @@ def build_parser() -> Parser:
     read.add_argument("--cursor")
     read.add_argument("--limit", type=int)
 
-    files = group(commands, "files", "workspace files", run_files)
+    files = group(
+        commands, "files", "workspace files: the tree of this session's worker's task, else main", run_files
+    )
     ls = command(
         files,
         "ls",
@@ -786,8 +796,10 @@ def build_parser() -> Parser:
     ls.add_argument("path", nargs="?")
     ls.add_argument("--glob")
     ls.add_argument("--limit", type=int)
+    for_worker(ls)
     cat = command(files, "cat", "print a file; its ETag goes to stderr", "files cat src/app.py")
     cat.add_argument("path")
+    for_worker(cat)
     put = command(
         files,
         "put",
@@ -838,6 +850,7 @@ def build_parser() -> Parser:
     grep.add_argument("--ignore-case", action="store_true")
     grep.add_argument("--fixed", action="store_true")
     grep.add_argument("--max", type=int)
+    for_worker(grep)
 
     reserve = command(
         commands,
@@ -860,8 +873,8 @@ def build_parser() -> Parser:
     execute = command(
         commands,
         "exec",
-        "run -- ARGV... or --shell LINE in the workspace (or --cwd); --task and "
-        "--lease-token keep its lease alive",
+        "run -- ARGV... or --shell LINE in the workspace (this session's worker's task tree, else "
+        "main; or --cwd below it); --task and --lease-token keep its lease alive",
         "exec -- pytest -q",
     )
     execute.add_argument("argv", nargs=argparse.REMAINDER)
@@ -871,6 +884,7 @@ def build_parser() -> Parser:
     execute.add_argument("--env", action="append")
     execute.add_argument("--task", type=int)
     execute.add_argument("--lease-token")
+    for_worker(execute)
     execute.set_defaults(run=run_exec)
     return main
 
