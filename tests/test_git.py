@@ -13,6 +13,7 @@ import contextlib
 import logging
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,13 @@ class Running:
 
     def head(self) -> str:
         return git(self.workspace, "rev-parse", "HEAD").strip()
+
+    def settled(self) -> None:
+        """Wait (bounded) for the trees the hub recycles or makes in the background."""
+        deadline = time.monotonic() + 30
+        while self.hub.trees.busy:
+            assert time.monotonic() < deadline, "the hub's trees did not settle"
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -167,6 +175,7 @@ def test_completing_a_task_commits_its_changes_with_the_task_and_worker(hub: Run
     assert (hub.workspace / "hello.txt").read_text(encoding="utf-8") == "hello\n"
     assert git(hub.workspace, "status", "--porcelain") == ""
     assert hub.hub.trees.existing(task["id"]) is None
+    hub.settled()
     assert git(hub.workspace, "worktree", "list", "--porcelain").count("worktree ") == 1 + len(
         hub.hub.trees._spares
     )

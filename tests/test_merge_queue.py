@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -245,6 +246,7 @@ def test_status_shows_the_trees_and_their_disk_use(hub: Running) -> None:
     assert trees["bytes"] >= 100_000
     assert trees["path"] == str(hub.hub.trees.path)
     hub.complete(task)
+    hub.settled()
     hub.hub.trees._usage.measured_at = 0
     after = hub.call("GET", "/v1/status")["trees"]
     assert (after["active"], after["merged"]) == (0, 1)
@@ -284,10 +286,9 @@ def test_a_journal_left_by_a_killed_hub_is_finished_on_start(tmp_path: Path) -> 
         written = git(tree.root, "write-tree").strip()
         after = git(tree.root, "commit-tree", written, "-p", tree.base, "-m", f"task {task['id']}: x").strip()
         journal = tmp_path / JOURNAL
+        entry = {"task_id": task["id"], "token": task["lease_token"], "result": "Done.", "commit": after}
         journal.write_text(
-            f'{{"task_id": {task["id"]}, "token": "{task["lease_token"]}", "result": "Done.", '
-            f'"before": "{tree.base}", "after": "{after}"}}',
-            encoding="utf-8",
+            json.dumps({"before": tree.base, "after": after, "tasks": [entry]}), encoding="utf-8"
         )
     with hub_with(tmp_path) as hub:
         assert hub.head() == after
@@ -438,3 +439,27 @@ def test_the_same_completion_sent_twice_at_once_merges_once(hub: Running) -> Non
         answers = list(pool.map(lambda _: hub.call("POST", url, body), range(2)))
     assert answers[0]["commit"] == answers[1]["commit"] == hub.head()
     assert git(hub.workspace, "rev-list", "--count", f"{before}..{hub.head()}").strip() == "1"
+
+
+def test_a_commit_made_on_main_by_hand_is_merged_onto_not_lost(hub: Running) -> None:
+    task = hub.claimed_task()
+    hub.write(task, "mine.txt", "mine\n")  # the hub now knows main's head
+    (hub.workspace / "by-hand.txt").write_text("by hand\n", encoding="utf-8")
+    git(hub.workspace, "add", "by-hand.txt")
+    git(
+        hub.workspace,
+        "-c",
+        "user.name=Person",
+        "-c",
+        "user.email=p@example.org",
+        "commit",
+        "-q",
+        "-m",
+        "by hand",
+    )
+    by_hand = hub.head()
+    sha = hub.complete(task)["commit"]
+    assert git(hub.workspace, "rev-list", "--parents", "-n", "1", sha).split() == [sha, by_hand]
+    assert committed_paths(hub.workspace, sha) == ["mine.txt"]
+    assert (hub.workspace / "by-hand.txt").exists() and (hub.workspace / "mine.txt").exists()
+    assert git(hub.workspace, "status", "--porcelain") == ""

@@ -295,6 +295,6 @@ STATUS = obj(
             path={"type": "string"},
             merged=described({"type": "integer"}, "tasks merged into main since the hub started"),
         ),
-        "the tasks' working trees (docs/queue.md, \"Work reaches main\")",
+        'the tasks\' working trees (docs/queue.md, "Work reaches main")',
     ),
 )

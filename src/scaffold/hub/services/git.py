@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,7 @@ class GitRepository:
         self.root = root.expanduser().absolute()
         self.timeout = timeout
         self.shared_paths = shared_paths
+        self._main: tuple[str, str] | None = None
         self.branch = "main"
         """Main: the branch checked out in the workspace when the hub started."""
         self.ready = False
@@ -191,6 +194,41 @@ class GitRepository:
             raise GitError(f"git {args[0]} took longer than {self.timeout:g} s; stopped it") from None
         return GitResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def run(
+        self, *args: str, stdin: bytes | None = None, check: bool = True, cwd: Path | None = None
+    ) -> GitResult:
+        """`git()` from a worker thread, blocking: for a sequence of commands that must not wait
+        for a busy event loop between them (a merge holds main's lock meanwhile)."""
+        result = self._run_once(args, stdin, cwd or self.root)
+        for _ in range(LOCK_RETRIES):
+            if not (result.code != 0 and "index.lock" in result.stderr and "exists" in result.stderr):
+                break
+            time.sleep(LOCK_RETRY_DELAY)
+            result = self._run_once(args, stdin, cwd or self.root)
+        if check and result.code != 0:
+            raise GitError(f"git {' '.join(args)} failed ({result.code}): {result.stderr.strip()[:2000]}")
+        return result
+
+    def _run_once(self, args: tuple[str, ...], stdin: bytes | None, cwd: Path) -> GitResult:
+        try:
+            done = subprocess.run(
+                ["git", *SAFE_CONFIG, *args],
+                cwd=cwd,
+                env=self._environment(),
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {args[0]} took longer than {self.timeout:g} s; stopped it") from None
+        except OSError as error:
+            raise GitError(f"cannot run git in {cwd}: {error}") from error
+        return GitResult(
+            done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+        )
+
     async def ensure(self) -> None:
         """Create the workspace if missing and make it a repository with a first commit.
 
@@ -232,34 +270,45 @@ class GitRepository:
         block = "\n".join((EXCLUDE_MARK, *JUNK, *shared, ""))
         exclude.write_text(f"{kept}\n\n{block}" if kept else block, encoding="utf-8")
 
+    def head_and_tree(self, tree: Path | None = None) -> tuple[str, str]:
+        """Main's head and its tree's id (or a task tree's HEAD and its tree's), from a worker
+        thread. Main's are remembered from the hub's own moves of it; a move that finds main
+        elsewhere (someone committed there by hand) forgets them (see move_main)."""
+        if tree is None and self._main is not None:
+            return self._main
+        ref = f"refs/heads/{self.branch}" if tree is None else "HEAD"
+        commit, tree_id = self.run("rev-parse", ref, f"{ref}^{{tree}}", cwd=tree).stdout.split()
+        if tree is None:
+            self._main = (commit, tree_id)
+        return commit, tree_id
+
     async def head(self) -> str:
         return (await self.git("rev-parse", "--verify", f"refs/heads/{self.branch}")).stdout.strip()
 
-    async def commit(self, tree: str, parent: str, message: str, cwd: Path | None = None) -> str:
-        """A new commit object of `tree` on `parent` (no ref moves)."""
-        # whitespace: keep lines starting with '#' (a markdown heading in the result)
-        result = await self.git(
-            "commit-tree",
-            tree,
-            "-p",
-            parent,
-            "-F",
-            "-",
-            stdin=message.encode("utf-8", errors="replace"),
-            cwd=cwd,
-        )
-        return result.stdout.strip()
+    def forget_head(self) -> None:
+        self._main = None
 
-    async def move_main(self, before: str, after: str) -> None:
-        """Main from `before` to `after`: the ref (only if it still is `before`), then its checkout.
+    def commit(self, tree: str, parent: str, message: str, cwd: Path | None = None) -> str:
+        """A new commit object of `tree` on `parent`, no ref moved (from a worker thread)."""
+        text = message.encode("utf-8", errors="replace")
+        return self.run("commit-tree", tree, "-p", parent, "-F", "-", stdin=text, cwd=cwd).stdout.strip()
 
-        The caller holds `lock()`. The checkout keeps changes in main's tree that the move does not
+    def move_main(self, before: str, after: str, after_tree: str) -> bool:
+        """Main from `before` to `after`, from a worker thread: the ref, then its checkout; False
+        (nothing moved, the remembered head forgotten) if main is not at `before` any more. The
+        caller holds `lock()`. The checkout keeps changes in main's tree that the move does not
         touch; one it would overwrite is a GitError, and main's ref is put back."""
-        await self.git("update-ref", "-m", "scaffold hub: merge", f"refs/heads/{self.branch}", after, before)
-        moved = await self.git("read-tree", "-m", "-u", before, after, check=False)
+        ref = f"refs/heads/{self.branch}"
+        if self.run("update-ref", "-m", "scaffold hub: merge", ref, after, before, check=False).code != 0:
+            self.forget_head()
+            return False
+        self._main = (after, after_tree)
+        moved = self.run("read-tree", "-m", "-u", before, after, check=False)
         if moved.code != 0:
-            await self.git("update-ref", f"refs/heads/{self.branch}", before, after)
+            self.forget_head()
+            self.run("update-ref", f"refs/heads/{self.branch}", before, after)
             raise GitError(f"main's checkout could not move to {after[:12]}: {moved.stderr.strip()[:2000]}")
+        return True
 
     async def commit_direct(self, paths: list[str] | None, subject: str, actor: str | None) -> str | None:
         """Commit what changed in main's checkout (at `paths`, or anywhere) as its own commit; the
@@ -279,6 +328,7 @@ class GitRepository:
                 await self.git(
                     "commit", "--quiet", "--no-verify", "--cleanup=whitespace", "-F", "-", stdin=message
                 )
+                self.forget_head()
                 return await self.head()
         except (GitError, OSError) as error:
             self.ready = False

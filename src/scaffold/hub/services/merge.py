@@ -31,12 +31,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from scaffold.errors import GateFailed, GitError, HubError, LeaseConflict, MergeConflict, MergeFailed
+from scaffold.errors import GateFailed, GitError, HubError, MergeConflict, MergeFailed
 from scaffold.hub.core.lifecycle import same_token
 from scaffold.hub.core.types import Task, Worker
 from scaffold.hub.services.exec import Command, Executor
@@ -81,11 +80,17 @@ class MergeQueue:
         self.journal = data_dir.expanduser().absolute() / JOURNAL
         self.gate = gate
         self.merged = 0
+        self._completing: dict[int, asyncio.Future[Task]] = {}
+        self._waiting: list[_Merge] = []
 
     async def complete(self, task_id: int, token: str, result: str) -> Task:
         """Merge the task's tree into main and complete it; the same token again returns the
         task as it is. LeaseConflict for a stale lease; MergeConflict or GateFailed when main
         cannot take the work (the task is back in the queue then)."""
+        running = self._completing.get(task_id)
+        if running is not None:  # the same completion sent twice at once: the first one decides
+            with contextlib.suppress(HubError):
+                await asyncio.shield(running)
         task = self.queue.get(task_id)
         if task.state == "done" and same_token(task.lease_token, token):
             return task
@@ -94,18 +99,21 @@ class MergeQueue:
         if tree is None or tree.claimed_at != task.claimed_at:
             return self.queue.complete(task_id, token, result)[0]  # it never touched a file
         worker = self._worker(task)
+        # shielded: a client that hangs up must not cut a merge off half-way
+        merging = asyncio.ensure_future(self._merge(task, token, result, tree, worker))
+        self._completing[task_id] = merging
+        merging.add_done_callback(lambda _: self._completing.pop(task_id, None))
         try:
-            # shielded: a client that hangs up must not cut a merge off half-way
-            done = await asyncio.shield(self._merge(task, token, result, tree, worker))
-        except GitError as error:  # the tree stays: the worker may complete again
+            done = await asyncio.shield(merging)
+        except (GitError, OSError) as error:  # the tree stays: the worker may complete again
             log.error("task %s: the merge failed: %s", task_id, error)
             raise MergeFailed(
                 f"task {task_id} could not be merged ({error}); it is still yours: complete it again"
             ) from None
         except (MergeConflict, GateFailed):
-            await self.trees.remove(task_id)
+            self.trees.release(task_id)
             raise
-        await self.trees.remove(task_id)
+        self.trees.release(task_id)
         return done
 
     def _worker(self, task: Task) -> Worker | None:
@@ -117,86 +125,137 @@ class MergeQueue:
 
     async def _merge(self, task: Task, token: str, result: str, tree: Tree, worker: Worker | None) -> Task:
         message = commit_message(replace(task, result=result), worker)
-        own = await self._commit_tree(tree, message)
+        own = await asyncio.to_thread(self._commit_tree, tree, message)
         if own is None:
             return self.queue.complete(task.id, token, result)[0]
+        merge = _Merge(task, token, result, tree, own, message, asyncio.get_running_loop().create_future())
+        self._waiting.append(merge)
         holding = asyncio.create_task(self.queue.hold(task.id, token))
         try:
             async with self.git.lock():
-                current = self.queue.get(task.id)
-                if current.state == "done" and same_token(current.lease_token, token):
-                    return current  # the same completion, sent twice at once: merged by the first
-                self.queue.heartbeat(task.id, token)  # still this worker's lease
-                head = await self.git.head()
-                if head == tree.base:
-                    target = own
-                else:
-                    merged = await self.git.git(
-                        "merge-tree", "--write-tree", "--name-only", "--no-messages", head, own, check=False
-                    )
-                    lines = merged.stdout.splitlines()
-                    if merged.code == 1:
-                        await self._refuse_conflict(task, token, own, [line for line in lines[1:] if line])
-                    if merged.code != 0 or not lines:
-                        failed = merged.stderr.strip()[:2000]
-                        raise GitError(f"git merge-tree failed ({merged.code}): {failed}")
-                    target = await self.git.commit(lines[0], head, message)
-                if self.gate is not None:
-                    await self._run_gate(task, token, own, target, tree)
-                self._write_journal(task.id, token, result, head, target)
-                await self.git.move_main(head, target)
-                done = self.queue.complete(task.id, token, result, commit=target)[0]
-                self._clear_journal()
+                if not merge.done.done():  # else an earlier holder of the lock merged it
+                    batch, self._waiting = self._waiting, []
+                    await self._merge_batch(batch)
+            return await merge.done
         finally:
             holding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await holding
-        self.merged += 1
-        log.info("task %s: merged into %s as %s", task.id, self.git.branch, target[:12])
-        return done
 
-    async def _commit_tree(self, tree: Tree, message: str) -> str | None:
-        """The tree's changes as one commit on its base; None if it changed nothing."""
+    async def _merge_batch(self, batch: list[_Merge]) -> None:
+        """Every merge waiting for the lock, in the order they came: each replayed onto the one
+        before it (one commit each, in a line), then main moved once, to the last."""
+        failure: Exception = GitError("the merge was cut off (is the hub stopping?)")
+        try:
+            for _ in range(2):  # again if main was not where the hub left it
+                start, start_tree = await asyncio.to_thread(self.git.head_and_tree)
+                head, head_tree, merged = start, start_tree, []
+                for merge in batch:
+                    if merge.done.done():  # refused on the first try
+                        continue
+                    # git runs in a thread, command after command, so the lock is held for the
+                    # time git takes, not for as long as a busy event loop takes to come back
+                    target, conflicts = await asyncio.to_thread(self._replay, merge, head)
+                    refused = await self._refused(merge, target[0], conflicts)
+                    if refused is not None:
+                        merge.done.set_exception(refused)
+                        continue
+                    merged.append((merge, target[0]))
+                    head, head_tree = target
+                if not merged:
+                    return
+                self._write_journal(start, head, merged)
+                if await asyncio.to_thread(self.git.move_main, start, head, head_tree):
+                    break
+            else:
+                raise GitError(f"{self.git.branch} moved while the hub was merging into it")
+            for merge, commit in merged:
+                try:
+                    done = self.queue.complete(merge.task.id, merge.token, merge.result, commit=commit)[0]
+                except HubError as error:  # cancelled meanwhile: its work is on main all the same
+                    log.error(
+                        "task %s: merged as %s but not completed: %s", merge.task.id, commit[:12], error
+                    )
+                    merge.done.set_exception(error)
+                    continue
+                self.merged += 1
+                log.info("task %s: merged into %s as %s", merge.task.id, self.git.branch, commit[:12])
+                merge.done.set_result(done)
+            self._clear_journal()
+        except (GitError, HubError, OSError) as error:
+            failure = error
+        finally:  # every waiter hears how it ended
+            for merge in batch:
+                if not merge.done.done():
+                    merge.done.set_exception(failure)
+
+    async def _refused(self, merge: _Merge, target: str, conflicts: list[str] | None) -> HubError | None:
+        """Why main cannot take this merge (its task is sent back then), or None."""
+        if conflicts is not None:
+            return await self._conflict(merge, conflicts)
+        if self.gate is not None:
+            return await self._run_gate(merge, target)
+        return None
+
+    def _commit_tree(self, tree: Tree, message: str) -> tuple[str, str] | None:
+        """The tree's changes as one commit on its base, and its tree's id; None if it changed
+        nothing (from a worker thread)."""
         assert tree.base is not None
-        await self.git.git("add", "-A", cwd=tree.root)
-        written = (await self.git.git("write-tree", cwd=tree.root)).stdout.strip()
-        before = (await self.git.git("rev-parse", f"{tree.base}^{{tree}}", cwd=tree.root)).stdout.strip()
-        if written == before:
+        self.git.run("add", "-A", cwd=tree.root)
+        written = self.git.run("write-tree", cwd=tree.root).stdout.strip()
+        if written == tree.base_tree:
             return None
-        return await self.git.commit(written, tree.base, message, cwd=tree.root)
+        return self.git.commit(written, tree.base, message, cwd=tree.root), written
 
-    async def _keep(self, task: Task, own: str) -> str:
-        branch = f"task/{task.id}-{task.attempts + 1}"
-        await self.git.git("update-ref", f"refs/heads/{branch}", own)
+    def _replay(self, merge: _Merge, head: str) -> tuple[tuple[str, str], list[str] | None]:
+        """The commit (with its tree) that puts the task on top of `head`: its own commit if its
+        tree started from `head`, else its changes replayed onto `head` as one commit; or the
+        paths in conflict (from a worker thread, under main's lock)."""
+        if head == merge.tree.base:
+            return merge.own, None
+        options = ("--write-tree", "--name-only", "--no-messages")
+        merged = self.git.run("merge-tree", *options, head, merge.own[0], check=False)
+        lines = merged.stdout.splitlines()
+        if merged.code == 1:
+            return merge.own, [line for line in lines[1:] if line]
+        if merged.code != 0 or not lines:
+            raise GitError(f"git merge-tree failed ({merged.code}): {merged.stderr.strip()[:2000]}")
+        return (self.git.commit(lines[0], head, merge.message), lines[0]), None
+
+    async def _keep(self, merge: _Merge) -> str:
+        branch = f"task/{merge.task.id}-{merge.task.attempts + 1}"
+        await self.git.git("update-ref", f"refs/heads/{branch}", merge.own[0])
         return branch
 
-    async def _refuse_conflict(self, task: Task, token: str, own: str, paths: list[str]) -> None:
-        branch = await self._keep(task, own)
+    async def _conflict(self, merge: _Merge, paths: list[str]) -> MergeConflict:
+        task, branch = merge.task, await self._keep(merge)
         more = len(paths) - SHOWN_PATHS
         shown = ", ".join(paths[:SHOWN_PATHS]) + (f" and {more} more" if more > 0 else "")
         error = f"its changes conflict with {self.git.branch} in {shown}; the work is kept on branch {branch}"
-        self._send_back(task, token, error)
-        raise MergeConflict(
+        self._send_back(task, merge.token, error)
+        return MergeConflict(
             f"task {task.id} was not merged: {error}. It is back in the queue for a fresh start from "
             f"{self.git.branch}; stop working on it",
             paths,
             branch,
         )
 
-    async def _run_gate(self, task: Task, token: str, own: str, target: str, tree: Tree) -> None:
+    async def _run_gate(self, merge: _Merge, target: str) -> GateFailed | None:
+        """The gate on `target` (main so far plus this task), checked out in the task's tree."""
         assert self.gate is not None
+        task, tree = merge.task, merge.tree
         await self.git.git("reset", "--quiet", "--hard", target, cwd=tree.root)
         command = Command(argv=None, shell=self.gate.command, cwd=tree.root, timeout=self.gate.timeout)
         outcome = await self.executor.run(command, tree.root, tree.readonly)
         if outcome.exit_code == 0 and not outcome.timed_out:
-            return
+            return None
         output = (outcome.stdout + outcome.stderr)[-GATE_OUTPUT:]
-        branch = await self._keep(task, own)
+        branch = await self._keep(merge)
         how = "timed out" if outcome.timed_out else f"exited {outcome.exit_code}"
         tail = output[-ERROR_OUTPUT:].strip()
         kept = f"the work is kept on {branch}; it printed:\n{tail}"
-        self._send_back(task, token, f"the gate ({self.gate.command}) {how}; {kept}")
-        raise GateFailed(
+        self._send_back(task, merge.token, f"the gate ({self.gate.command}) {how}; {kept}")
+        return GateFailed(
             f"task {task.id} was not merged: the gate ({self.gate.command}) {how} on {self.git.branch} plus "
             "this task. It is back in the queue; stop working on it",
             output,
@@ -213,44 +272,66 @@ class MergeQueue:
 
     # -- the journal -------------------------------------------------------------------------
 
-    def _write_journal(self, task_id: int, token: str, result: str, before: str, after: str) -> None:
-        entry = {"task_id": task_id, "token": token, "result": result, "before": before, "after": after}
+    def _write_journal(self, before: str, after: str, merged: list[tuple[_Merge, str]]) -> None:
+        tasks = [
+            {"task_id": merge.task.id, "token": merge.token, "result": merge.result, "commit": commit}
+            for merge, commit in merged
+        ]
+        # Written whole and renamed into place, not fsynced: it is there for a hub that is killed,
+        # whose writes the kernel keeps; a power cut may lose it, as it may lose the store's last
+        # transactions (synchronous=NORMAL) and git's last ref update.
         partial = self.journal.with_name(self.journal.name + ".partial")
-        partial.write_text(json.dumps(entry), encoding="utf-8")
-        with partial.open("rb") as handle:
-            os.fsync(handle.fileno())
+        partial.write_text(json.dumps({"before": before, "after": after, "tasks": tasks}), encoding="utf-8")
         partial.replace(self.journal)
 
     def _clear_journal(self) -> None:
         self.journal.unlink(missing_ok=True)
 
     async def recover(self) -> None:
-        """Finish the merge a killed hub left in its journal (call before the reaper starts)."""
+        """Finish the merges a killed hub left in its journal (call before the reaper starts)."""
         try:
             entry: dict[str, Any] = json.loads(self.journal.read_text(encoding="utf-8"))
+            before, after = str(entry["before"]), str(entry["after"])
+            tasks = [
+                (int(t["task_id"]), str(t["token"]), str(t["result"]), str(t["commit"]))
+                for t in entry["tasks"]
+            ]
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             log.error("the merge journal %s cannot be read (%s); removing it", self.journal, error)
             self._clear_journal()
             return
-        task_id, before, after = int(entry["task_id"]), str(entry["before"]), str(entry["after"])
         async with self.git.lock():
             head = await self.git.head()
             if head == before:
                 await self.git.git("update-ref", f"refs/heads/{self.git.branch}", after, before)
             elif head != after:
                 log.error(
-                    "task %s: the merge the hub was making when it stopped cannot be finished: %s is at "
-                    "%s, neither %s nor %s; the task will be tried again when its lease expires",
-                    *(task_id, self.git.branch, head[:12], before[:12], after[:12]),
+                    "tasks %s: the merge the hub was making when it stopped cannot be finished: %s is at "
+                    "%s, neither %s nor %s; the tasks will be tried again when their leases expire",
+                    *([t[0] for t in tasks], self.git.branch, head[:12], before[:12], after[:12]),
                 )
                 self._clear_journal()
                 return
             await self.git.git("reset", "--quiet", "--hard", after)
-            try:
-                self.queue.complete(task_id, str(entry["token"]), str(entry["result"]), commit=after)
-            except LeaseConflict as error:
-                log.error("task %s: merged as %s but not completed: %s", task_id, after[:12], error)
+            for task_id, token, result, commit in tasks:
+                try:
+                    self.queue.complete(task_id, token, result, commit=commit)
+                except HubError as error:
+                    log.error("task %s: merged as %s but not completed: %s", task_id, commit[:12], error)
+                log.info("task %s: finished the merge a stopped hub left (%s)", task_id, commit[:12])
             self._clear_journal()
-        log.info("task %s: finished the merge a stopped hub left (%s)", task_id, after[:12])
+
+
+@dataclass
+class _Merge:
+    """A completion waiting for main's lock: its tree's own commit (and that commit's tree)."""
+
+    task: Task
+    token: str
+    result: str
+    tree: Tree
+    own: tuple[str, str]
+    message: str
+    done: asyncio.Future[Task]
