@@ -54,9 +54,13 @@ class Hub:
     """`python -m scaffold hub serve` on a fresh data directory, with one admin key.
 
     With `minimal_db`, bench/minimal_hub.py on that database instead: the framework's ceiling.
+    `extra_config` is more hub.toml text, sections other than [server], [storage] and [queue]
+    (e.g. `[workspace]` with its `path`).
     """
 
-    def __init__(self, name: str, work: Path, key: str, minimal_db: Path | None = None) -> None:
+    def __init__(
+        self, name: str, work: Path, key: str, minimal_db: Path | None = None, extra_config: str = ""
+    ) -> None:
         self.name = name
         self.dir = work / name
         self.dir.mkdir()
@@ -67,6 +71,7 @@ class Hub:
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n\n[storage]\ndata_dir = "data"\n\n'
             # leases outlive the run: a reaped and re-claimed task would look like a duplicate
             "[queue]\nlease_seconds = 86400\n\n"
+            f"{extra_config}\n"
             f'[[keys]]\nname = "bench"\nrole = "admin"\n'
             f'sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n',
             encoding="utf-8",
