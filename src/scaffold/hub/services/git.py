@@ -211,23 +211,28 @@ class GitRepository:
 
     def _run_once(self, args: tuple[str, ...], stdin: bytes | None, cwd: Path) -> GitResult:
         try:
-            done = subprocess.run(
+            proc = subprocess.Popen(
                 ["git", *SAFE_CONFIG, *args],
                 cwd=cwd,
                 env=self._environment(),
-                input=stdin,
-                stdin=None if stdin is not None else subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.timeout,
-                check=False,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {args[0]} took longer than {self.timeout:g} s; stopped it") from None
         except OSError as error:
             raise GitError(f"cannot run git in {cwd}: {error}") from error
-        return GitResult(
-            done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-        )
+        with proc:
+            try:
+                out, err = proc.communicate(stdin, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                proc.terminate()  # SIGTERM first, as _stop does: git then removes its index.lock
+                try:
+                    proc.communicate(timeout=STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()
+                raise GitError(f"git {args[0]} took longer than {self.timeout:g} s; stopped it") from None
+        return GitResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     async def ensure(self) -> None:
         """Create the workspace if missing and make it a repository with a first commit.

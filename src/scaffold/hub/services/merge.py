@@ -89,7 +89,7 @@ class MergeQueue:
         cannot take the work (the task is back in the queue then)."""
         running = self._completing.get(task_id)
         if running is not None:  # the same completion sent twice at once: the first one decides
-            with contextlib.suppress(HubError):
+            with contextlib.suppress(HubError, GitError, OSError):
                 await asyncio.shield(running)
         task = self.queue.get(task_id)
         if task.state == "done" and same_token(task.lease_token, token):

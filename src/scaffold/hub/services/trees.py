@@ -143,21 +143,22 @@ class TaskTrees:
                 f"task {task.id} cannot have a working tree: the workspace {self.git.root} is not a "
                 "working git repository (see the hub's log)"
             )
-        future: asyncio.Future[Tree] = asyncio.get_running_loop().create_future()
-        self._making[task.id] = future
+        # A task of its own, shielded: a caller that hangs up must not leave a tree half made
+        # (or the callers waiting for it waiting forever).
+        making = asyncio.ensure_future(self._make_and_keep(task))
+        self._making[task.id] = making
+        making.add_done_callback(lambda done: self._making.pop(task.id, None))
+        making.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen, if no one waits
+        return await asyncio.shield(making)
+
+    async def _make_and_keep(self, task: Task) -> Tree:
         try:
             tree = await self._make(task)
         except (GitError, OSError) as error:
             log.error("task %s: its tree could not be made: %s", task.id, error)
-            failed = TreeUnavailable(f"task {task.id} cannot have a working tree: {error}")
-            future.set_exception(failed)
-            future.exception()  # retrieved: a failure nobody else waited for is not "never retrieved"
-            raise failed from None
-        finally:
-            del self._making[task.id]
+            raise TreeUnavailable(f"task {task.id} cannot have a working tree: {error}") from None
         self._trees[task.id] = tree
         self._last_use = time.monotonic()
-        future.set_result(tree)
         self._refill()
         return tree
 
