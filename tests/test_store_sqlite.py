@@ -187,18 +187,23 @@ def test_two_connections_claiming_from_threads_never_share_a_task(store: SQLiteS
     workers = [register(store, f"s-{n}") for n in range(threads)]
     got: list[list[int]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
-    start = threading.Barrier(threads)
+    start, first = threading.Barrier(threads, timeout=30), threading.Barrier(threads, timeout=30)
 
     def drain(number: int) -> None:
         # Half the threads share the fixture's connection, half open their own on the same file.
         own = SQLiteStore(path) if number % 2 else store
         try:
             start.wait()
-            while (task := own.claim(workers[number].id, (), f"tok-{number}", T0 + LEASE, T0)) is not None:
+            # All claim at once, and none goes on before each holds its first task: on a busy
+            # machine one thread could otherwise drain the queue before another got going.
+            task = own.claim(workers[number].id, (), f"tok-{number}", T0 + LEASE, T0)
+            first.wait()
+            while task is not None:
                 got[number].append(task.id)
                 time.sleep(0.001)  # the work: without it one thread can drain the queue alone
                 done, changed = complete(own, task.id, f"tok-{number}", "", T0)
                 assert changed and done.worker_id == workers[number].id
+                task = own.claim(workers[number].id, (), f"tok-{number}", T0 + LEASE, T0)
         except BaseException as error:  # noqa: BLE001 - handed to the main thread below
             errors.append(error)
         finally:
