@@ -114,6 +114,28 @@ def direct_message(subject: str, actor: str | None) -> str:
     return f"{' '.join(subject.split())}\n\nActor: {actor or 'unknown'}\n"
 
 
+class LoopLock:
+    """`lock()`: an asyncio.Lock of the running event loop, so that an app served by two loops
+    in turn (tests) never shares one between them."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
+def _index_locked(result: GitResult) -> bool:
+    """Refused because someone's git (a worker's `git status`) holds the index for a moment."""
+    return result.code != 0 and "index.lock" in result.stderr and "exists" in result.stderr
+
+
 class GitRepository:
     """The workspace's repository (main's checkout); `ensure()` on start."""
 
@@ -125,18 +147,8 @@ class GitRepository:
         self.branch = "main"
         """Main: the branch checked out in the workspace when the hub started."""
         self.ready = False
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def lock(self) -> asyncio.Lock:
+        self.lock = LoopLock()
         """Held by whatever moves main: a merge, a direct commit."""
-        # One lock per event loop: an app served by two loops in turn (tests) must not share one.
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
 
     def _environment(self) -> dict[str, str]:
         # Not the hub's environment (no secrets, no GIT_DIR from a caller); git must not look
@@ -160,7 +172,7 @@ class GitRepository:
         """
         result = await self._git_once(args, stdin, cwd or self.root)
         for _ in range(LOCK_RETRIES):
-            if not (result.code != 0 and "index.lock" in result.stderr and "exists" in result.stderr):
+            if not _index_locked(result):
                 break
             await asyncio.sleep(LOCK_RETRY_DELAY)
             result = await self._git_once(args, stdin, cwd or self.root)
@@ -201,7 +213,7 @@ class GitRepository:
         for a busy event loop between them (a merge holds main's lock meanwhile)."""
         result = self._run_once(args, stdin, cwd or self.root)
         for _ in range(LOCK_RETRIES):
-            if not (result.code != 0 and "index.lock" in result.stderr and "exists" in result.stderr):
+            if not _index_locked(result):
                 break
             time.sleep(LOCK_RETRY_DELAY)
             result = self._run_once(args, stdin, cwd or self.root)

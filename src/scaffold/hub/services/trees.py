@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import time
-import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 from scaffold.errors import GitError, NotFound, TreeUnavailable
 from scaffold.hub.core.settings import HubSettings
 from scaffold.hub.core.types import Task
-from scaffold.hub.services.git import GitRepository
+from scaffold.hub.services.git import GitRepository, LoopLock
 from scaffold.hub.store.base import Store, TaskFilter
 
 log = logging.getLogger("scaffold.hub")
@@ -99,18 +98,9 @@ class TaskTrees:
         self._background: set[asyncio.Task[None]] = set()
         self._last_use = 0.0
         self._usage = Usage()
-        self._admin_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _admin(self) -> asyncio.Lock:
+        self._admin = LoopLock()
         """Held while git changes its list of worktrees (.git/worktrees): git does not make two
         such changes at once safely. Checkouts and deletions, the slow part, run outside it."""
-        loop = asyncio.get_running_loop()
-        lock = self._admin_locks.get(loop)
-        if lock is None:
-            lock = self._admin_locks[loop] = asyncio.Lock()
-        return lock
 
     # -- which tree --------------------------------------------------------------------------
 
