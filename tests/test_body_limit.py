@@ -5,6 +5,7 @@ log holds no traceback. Against a real hub process, whose stderr is its log."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ CHUNK = 16 * 1024
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 # Each route that reads a body: the REST routes that declare one, the raw upload, and /mcp.
 READERS = [
-    (endpoint.method, endpoint.path.replace("{task_id}", "1").replace("{reservation_id}", "1"))
+    (endpoint.method, re.sub(r"\{[a-z_]+\}", "1", endpoint.path))  # "1" is an id and a slot name
     for endpoint in ENDPOINTS
     if endpoint.body is not None or endpoint.raw_body
 ] + [("POST", "/mcp")]

@@ -24,12 +24,13 @@ from tests.hubproc import HubProcess, running_hub, write_config
 DASHBOARD = REPO / "src/scaffold/hub/faces/dashboard"
 SHIM = REPO / "tests/js/dashboard_shim.mjs"
 AGENT, VIEWER = "agent-key-for-the-dashboard", "viewer-key-for-the-dashboard"
+ADMIN = "admin-key-for-the-dashboard"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     directory = tmp_path_factory.mktemp("hub")
-    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER), ("admin", "admin", ADMIN)]
     with running_hub(write_config(directory, keys=keys)) as running:
         yield running
 
@@ -54,8 +55,16 @@ def test_the_script_uses_only_get_routes_a_viewer_may_read_and_never_parses_html
     readable = {
         endpoint.path for endpoint in ENDPOINTS if endpoint.method == "GET" and endpoint.role == "viewer"
     }
+    # Screens need the role hub.toml names (admin by default): the script asks, and a refusal
+    # only hides them. A path with a name in it is written up to the name.
+    readable |= {
+        endpoint.path.split("{")[0]
+        for endpoint in ENDPOINTS
+        if endpoint.method == "GET" and endpoint.role_setting == "screen_role"
+    }
     used = set(re.findall(r'"(/v1/[a-z/]+)', script))
     assert used and used <= readable, used - readable
+    assert "/v1/team/slots/" in used
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(", script)
     assert "localStorage" not in script  # the key lives only as long as the tab
 
@@ -111,3 +120,28 @@ def test_a_wrong_key_shows_the_refusal_and_no_board(hub: HubProcess, tmp_path: P
     shown = watch(hub, "not-a-key-of-this-hub", tmp_path)
     assert shown["board"] is False
     assert shown["problem"].startswith("The hub refused:") and "key" in shown["problem"]
+
+
+def test_the_team_shows_its_slots_and_their_screens_only_to_a_key_that_may_see_them(
+    hub: HubProcess, tmp_path: Path
+) -> None:
+    with hub.client(AGENT) as rest:
+        worker = rest.post("/v1/workers", json={"session_id": "dash-team-1", "role": "backend"}).json()
+        slot = {"role": "backend", "state": "running", "session_id": "dash-team-1", "restarts": 2}
+        assert rest.put("/v1/team/slots/w1", json=slot).status_code == 200
+        assert rest.put("/v1/team/slots/w2", json={"role": "backend", "host": "dev@b"}).status_code == 200
+        screen = "$ pytest -q\n<b>12 passed</b>"
+        assert rest.put("/v1/team/slots/w1/screen", json={"text": screen}).status_code == 200
+
+    shown = watch(hub, ADMIN, tmp_path)
+    assert shown["screens"] == "" and shown["team-problem"] == ""
+    info, screen_row, other, other_screen = shown["team"]
+    assert info[:4] == ["w1", "local", "backend", "running"]
+    assert info[4] == f"{worker['id']} (idle)" and info[7] == "2"
+    assert screen_row == [[screen]]  # text, as written: not markup
+    assert other[:2] == ["w2", "dev@b"] and other[4] == "-" and other_screen == [["(no screen yet)"]]
+
+    shown = watch(hub, VIEWER, tmp_path)
+    assert shown["screens"] == "Screens are hidden: this needs the admin role; key 'viewer' is viewer"
+    assert [row[0] for row in shown["team"]] == ["w1", ["(no screen yet)"], "w2", ["(no screen yet)"]]
+    assert screen not in json.dumps(shown)

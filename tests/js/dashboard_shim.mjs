@@ -11,6 +11,7 @@ class Element {
   get lastChild() { return this.children[this.children.length - 1]; }
   replaceChildren(...nodes) { this.children = nodes; nodes.forEach((n) => { n.parent = this; }); }
   prepend(node) { node.parent = this; this.children.unshift(node); }
+  appendChild(node) { node.parent = this; this.children.push(node); return node; }
   remove() { this.parent.children = this.parent.children.filter((n) => n !== this); }
   insertRow() { const row = new Element(); row.parent = this; this.children.push(row); return row; }
   insertCell() { return this.insertRow(); }
@@ -37,7 +38,8 @@ globalThis.setInterval = (fn, ms) => { const t = realSetInterval(fn, ms); timers
 document.getElementById("key").value = key;
 elements.login.listeners.submit({ preventDefault() {} });
 await new Promise((wake) => setTimeout(wake, Number(process.env.WATCH_MS ?? 2500)));
-const shown = Object.fromEntries(["problem", "goal", "percent", "counts", "workers", "tasks", "events", "board"]
+const shown = Object.fromEntries(["problem", "goal", "percent", "counts", "workers", "tasks", "events", "board",
+  "team", "screens", "team-problem"]
   .map((id) => [id, id === "board" ? !document.getElementById(id).hidden : document.getElementById(id).text()]));
 shown.keptKey = store["vps-hub-key"] === key && elements.key.value === "";
 console.log(JSON.stringify(shown));

@@ -19,3 +19,10 @@ MAX_TTL = 86_400.0
 """The longest reservation, in seconds."""
 MAX_GLOBS = 64
 """Patterns in one reservation request."""
+
+MAX_SLOTS = 256
+"""Team slots the hub keeps (they live in memory): far more than any team runs."""
+MAX_SCREEN_BYTES = 64 * 1024
+"""A slot's screen, UTF-8: a full terminal of 200 lines is about 30 KiB."""
+MAX_RUNS = 50
+"""Runs of a worker one GET answers, newest first."""

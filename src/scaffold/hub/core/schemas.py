@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaffold.hub.core.limits import MAX_BATCH, MAX_BATCH_DEPENDENCIES, MAX_DEPENDENCIES
+from scaffold.hub.core.limits import (
+    MAX_BATCH,
+    MAX_BATCH_DEPENDENCIES,
+    MAX_DEPENDENCIES,
+    MAX_RUNS,
+    MAX_SCREEN_BYTES,
+)
 from scaffold.hub.core.types import TASK_STATES
 
 ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
@@ -122,6 +128,52 @@ NEW_KEY = obj(
     role={"enum": ["viewer", "agent", "admin"]},
 )
 
+# -- the team: slots, screens and the runs of headless sessions ------------------------------
+
+SLOT_NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"}
+SLOT_MODES = ("interactive", "headless")
+SLOT_STATES = ("starting", "running", "idle", "restarting", "failed", "stopped")
+COUNT = {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
+SLOT_FIELDS: dict[str, Any] = {
+    "host": described(
+        {"type": "string", "minLength": 1, "maxLength": 200}, '"local" or user@host (default "local")'
+    ),
+    "role": described(TAG, "the role its worker registers with"),
+    "mode": described({"enum": list(SLOT_MODES)}, 'default "interactive"'),
+    "state": described({"enum": list(SLOT_STATES)}, 'default "starting"'),
+    "session_id": described(
+        {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        "the Claude Code session the slot runs now: its worker is the one registered with it",
+    ),
+    "pid": {"type": ["integer", "null"], "minimum": 1, "maximum": 2**31 - 1},
+    "restarts": described(COUNT, "sessions started again since the slot started (default 0)"),
+    "failures": described(COUNT, "failed runs in a row (default 0)"),
+    "last_run": described(
+        {"type": ["object", "null"], "maxProperties": 32}, "the latest run's result, as the slot reports it"
+    ),
+    "note": described({"type": "string", "maxLength": 500}, "e.g. why the slot failed"),
+}
+TEAM_SLOT = obj(["role"], **SLOT_FIELDS)
+SCREEN = obj(
+    ["text"],
+    text=described(
+        {"type": "string", "maxLength": MAX_SCREEN_BYTES},
+        f"the terminal's text, at most {MAX_SCREEN_BYTES // 1024} KiB as UTF-8 (413 beyond); secrets are "
+        "redacted before it is kept",
+    ),
+)
+NULLABLE_COUNT = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**53}
+RUN = obj(
+    ["exit_code", "is_error"],
+    exit_code=described({"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}, "of `claude -p`"),
+    is_error={"type": "boolean"},
+    num_turns=NULLABLE_COUNT,
+    duration_ms=NULLABLE_COUNT,
+    cost_usd={"type": ["number", "null"], "minimum": 0},
+    subtype=described({"type": ["string", "null"], "maxLength": 100}, "the result's subtype, e.g. success"),
+    error=described({"type": ["string", "null"], "maxLength": 2000}, "what went wrong, if it did"),
+)
+
 COMPONENTS: dict[str, Any] = {
     "Error": obj(
         ["error"], error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"})
@@ -215,6 +267,28 @@ COMPONENTS: dict[str, Any] = {
         created_at={"type": "number"},
         revoked_at=NULLABLE_NUMBER,
     ),
+    "Slot": obj(
+        [*SLOT_FIELDS, "slot", "updated_at", "screen_at", "worker"],
+        slot=SLOT_NAME,
+        **SLOT_FIELDS,
+        updated_at=described({"type": "number"}, "when the slot last reported"),
+        screen_at=described(NULLABLE_NUMBER, "when its screen last changed (null: none yet)"),
+        worker=described(
+            {
+                "oneOf": [
+                    obj(
+                        ["id", "status", "current_task", "idle_seconds"],
+                        id=ID,
+                        status={"enum": ["active", "idle", "stopped", "lost"]},
+                        current_task={"type": ["integer", "null"]},
+                        idle_seconds={"type": "number"},
+                    ),
+                    {"type": "null"},
+                ]
+            },
+            "the worker registered with session_id (null: none yet)",
+        ),
+    ),
     "Reservation": obj(
         ["id", "worker_id", "role", "glob", "exclusive", "task_id", "created_at", "expires_at"],
         id=ID,
@@ -297,4 +371,34 @@ STATUS = obj(
         ),
         'the tasks\' working trees (docs/queue.md, "Work reaches main")',
     ),
+)
+TEAM = obj(
+    ["slots", "work"],
+    slots={"type": "array", "items": ref("Slot")},
+    work=described(
+        {
+            "type": "object",
+            "additionalProperties": obj(
+                ["ready", "waiting"], ready={"type": "integer"}, waiting={"type": "integer"}
+            ),
+        },
+        "per role of hub.toml [roles] and of every slot: `ready` tasks whose required_capabilities the "
+        "role's tags cover, and `waiting` ones (blocked or claimed) it covers",
+    ),
+)
+SCREEN_VIEW = obj(
+    ["slot", "text", "at"],
+    slot=SLOT_NAME,
+    text={"type": "string"},
+    at=described({"type": "number"}, "when it was sent"),
+)
+RUN_VIEW = obj(
+    ["id", "at", "worker_id", *RUN["properties"]],
+    id=described(ID, "the id of its `worker.run` event"),
+    at={"type": "number"},
+    worker_id=ID,
+    **RUN["properties"],
+)
+RUNS = obj(
+    ["runs"], runs=described({"type": "array", "items": RUN_VIEW, "maxItems": MAX_RUNS}, "newest first")
 )

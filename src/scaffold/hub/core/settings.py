@@ -68,6 +68,9 @@ class HubSettings:
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     keys: tuple[tuple[str, Role, str], ...] = ()
     """Keys from hub.toml as (name, role, sha256)."""
+    screen_role: Role = "admin"
+    """The role that may read the team's screens: they show whatever the sessions' terminals do
+    (docs/security.md, "Screens")."""
 
     @property
     def trees(self) -> Path:
@@ -149,6 +152,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "max_memory_mb"): ("exec_max_memory_mb", int),
     ("exec", "cpu_seconds"): ("exec_cpu_seconds", int),
     ("exec", "max_concurrent"): ("exec_max_concurrent", int),
+    ("team", "screen_role"): ("screen_role", str),
 }
 # How a type error names the expected kind, in TOML's words (a user writes TOML, not Python).
 _KIND_NAMES: dict[type | tuple[type, ...], str] = {
@@ -213,6 +217,11 @@ def load_settings(config: Path | None) -> HubSettings:
             values[name] = path if path.is_absolute() else (config.parent / path).resolve()
     if values.get("exec_sandbox", SANDBOXES[0]) not in SANDBOXES:
         raise ConfigError(f"{config}: exec.sandbox must be one of {', '.join(map(repr, SANDBOXES))}")
+    if values.get("screen_role", "admin") not in ROLES:
+        raise ConfigError(
+            f"{config}: team.screen_role must be one of {', '.join(map(repr, ROLES))}, "
+            f"got {values['screen_role']!r}"
+        )
     if values.get("spare_trees", 0) < 0:
         raise ConfigError(f"{config}: workspace.spare_trees must be 0 or more")
     if "shared_paths" in values:

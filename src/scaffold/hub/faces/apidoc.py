@@ -151,8 +151,13 @@ def operations(doc: Schema) -> Iterator[tuple[str, str, Schema]]:
 
 def role(method: str, path: str) -> str:
     """The role an operation needs: the OpenAPI document says only whether it needs a key."""
-    found = {(e.method.lower(), e.path): e.role for e in ENDPOINTS}[(method, path)]
-    return f"`{found}`" if found else "none (open)"
+    endpoint = {(e.method.lower(), e.path): e for e in ENDPOINTS}[(method, path)]
+    if endpoint.role is None:
+        return "none (open)"
+    if endpoint.role_setting is not None:
+        section, key = next(place for place, (name, _) in _FIELDS.items() if name == endpoint.role_setting)
+        return f"`{endpoint.role}`, or the one hub.toml's `[{section}] {key}` names"
+    return f"`{endpoint.role}`"
 
 
 def common_errors(doc: Schema) -> set[tuple[str, str]]:

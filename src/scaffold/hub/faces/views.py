@@ -18,10 +18,11 @@ import fastjsonschema
 
 from scaffold.errors import InvalidRequest, LeaseConflict
 from scaffold.hub.core.limits import DEFAULT_TTL, MAX_ID
-from scaffold.hub.core.types import ApiKey, Message, NewTask, Plan, Reservation, Task, Worker
+from scaffold.hub.core.types import ApiKey, Event, Message, NewTask, Plan, Reservation, Task, Worker
 from scaffold.hub.services.container import Progress, Services
 from scaffold.hub.services.queue import Queue
 from scaffold.hub.services.reservations import Reservations
+from scaffold.hub.services.team import Slot, Team
 from scaffold.hub.services.walk import Entry
 from scaffold.hub.services.workers import Workers
 
@@ -58,6 +59,31 @@ def worker_view(workers: Workers, worker: Worker) -> dict[str, Any]:
         "last_seen": worker.last_seen,
         "idle_seconds": round(now - worker.idle_since, 3) if status == "idle" else 0.0,
     }
+
+
+def slot_view(team: Team, slot: Slot) -> dict[str, Any]:
+    """A team slot: what its runner sent, and the worker its session registered (if any)."""
+    worker = team.worker(slot)
+    joined = None
+    if worker is not None:
+        view = worker_view(team.workers, worker)
+        joined = {name: view[name] for name in ("id", "status", "current_task", "idle_seconds")}
+    return {
+        "slot": slot.name,
+        **slot.fields,
+        "updated_at": slot.updated_at,
+        "screen_at": team.screen_at(slot.name),
+        "worker": joined,
+    }
+
+
+def team_view(team: Team) -> dict[str, Any]:
+    work = {role: {"ready": w.ready, "waiting": w.waiting} for role, w in team.work().items()}
+    return {"slots": [slot_view(team, slot) for slot in team.slots()], "work": work}
+
+
+def run_view(event: Event) -> dict[str, Any]:
+    return {"id": event.id, "at": event.at, "worker_id": event.worker_id, **event.data}
 
 
 def message_view(message: Message) -> dict[str, Any]:

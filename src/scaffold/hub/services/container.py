@@ -27,6 +27,7 @@ from scaffold.hub.services.messages import Messages
 from scaffold.hub.services.plan import Plans
 from scaffold.hub.services.queue import Queue, QueueSettings
 from scaffold.hub.services.reservations import Reservations
+from scaffold.hub.services.team import Team
 from scaffold.hub.services.trees import TaskTrees, Tree, Usage
 from scaffold.hub.services.workers import Workers
 from scaffold.hub.store.base import Store
@@ -69,6 +70,7 @@ class Services:
     files: Files
     trees: TaskTrees
     merges: MergeQueue
+    team: Team
 
     @classmethod
     def build(cls, store: Store, settings: HubSettings, clock: Clock = time.time) -> Services:
@@ -86,12 +88,13 @@ class Services:
         trees = TaskTrees(git, store, settings)
         gate = Gate(settings.gate, settings.gate_timeout_seconds) if settings.gate else None
         merges = MergeQueue(git, trees, queue, store, messages, executor, settings.data_dir, gate)
+        workers = Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting)
         return cls(
             store=store,
             settings=settings,
             clock=clock,
             queue=queue,
-            workers=Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting),
+            workers=workers,
             messages=messages,
             plans=Plans(store, clock),
             auth=Authenticator(store),
@@ -104,6 +107,7 @@ class Services:
             files=Files.build(store, settings, clock, reservations),
             trees=trees,
             merges=merges,
+            team=Team(store, clock, workers, settings.roles),
         )
 
     async def complete_task(self, task_id: int, token: str, result: str) -> Task:

@@ -112,6 +112,11 @@ class Store(ABC):
     def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
         """(id, required capabilities) of every ready task that requires some, in id order."""
 
+    @abstractmethod
+    def requirement_counts(self, states: Sequence[TaskState]) -> list[tuple[TaskState, tuple[str, ...], int]]:
+        """(state, required capabilities, how many tasks) for the tasks in `states`, one row per
+        distinct pair: what the team's work per role is counted from."""
+
     # The queue's transitions: the store reads the task and applies the `Transition` that a
     # rule of `scaffold.hub.core.lifecycle` decides, all in one write transaction (events included).
     # It decides nothing itself, so a second store holds no rule of the queue.
@@ -238,6 +243,10 @@ class Store(ABC):
 
     @abstractmethod
     def last_event_id(self) -> int: ...
+
+    @abstractmethod
+    def worker_events(self, worker_id: int, event_type: str, limit: int) -> list[Event]:
+        """The latest events of one type about a worker (its `worker_id` column), newest first."""
 
     # -- conveniences: the lifecycle's rules through the primitives ---------------------------
     # Written once here for every store; the Queue passes its rules with its clock.

@@ -1,5 +1,5 @@
-// The hub's dashboard: status, workers, tasks in flight and the live event stream, read with an
-// API key through the same REST API as everything else. The key stays in this tab's
+// The hub's dashboard: status, the team's slots with their live screens, workers, tasks in flight
+// and the live event stream, read with an API key through the same REST API as everything else. The key stays in this tab's
 // sessionStorage. Every value from the hub is shown with textContent, never parsed as HTML.
 "use strict";
 
@@ -7,6 +7,8 @@ const KEY = "vps-hub-key";
 const REFRESH_MS = 3000;
 const MAX_EVENTS = 200;
 const IN_FLIGHT = ["claimed", "ready", "blocked"];
+const TEAM_MS = 1000;
+const TEAM_COLUMNS = 8;
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,7 +31,9 @@ async function api(path) {
   if (!answer.ok) {
     let message = answer.status + " " + answer.statusText;
     try { message = (await answer.json()).error.message; } catch (_) { /* not the JSON error shape */ }
-    throw new Error(message);
+    const error = new Error(message);
+    error.status = answer.status;
+    throw error;
   }
   return answer.json();
 }
@@ -37,6 +41,102 @@ async function api(path) {
 function ago(seconds) {
   const s = Math.max(0, Date.now() / 1000 - seconds);
   return s < 90 ? Math.round(s) + " s ago" : Math.round(s / 60) + " min ago";
+}
+
+function idle(seconds) {
+  return seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
+}
+
+// The team: one row per slot and, under it, its screen. Rows are made again only when the slots
+// change, so a screen keeps its scroll position and selection between refreshes; a screen is
+// fetched only when its screen_at moved, and not at all once the hub said this key may not see
+// screens (they need the role `[team] screen_role` names; docs/security.md says why).
+const team = { order: null, rows: {}, shown: {}, refused: null };
+
+function screenPath(slot) {
+  return "/v1/team/slots/" + encodeURIComponent(slot) + "/screen";
+}
+
+function changedScreens(slots, shown) {
+  return slots.filter((s) => s.screen_at !== null && shown[s.slot] !== s.screen_at).map((s) => s.slot);
+}
+
+function slotCells(slot) {
+  const worker = slot.worker;
+  return [
+    [slot.slot], [slot.host], [slot.role], [slot.state, slot.state],
+    [worker ? worker.id + " (" + worker.status + ")" : null, worker ? worker.status : ""],
+    [worker ? worker.current_task : null],
+    [worker && worker.status === "idle" ? idle(worker.idle_seconds) : null], [slot.restarts],
+  ];
+}
+
+function showTeam(slots) {
+  const body = $("team");
+  const order = slots.map((s) => s.slot).join(" ");
+  if (order !== team.order) {
+    body.replaceChildren();
+    team.rows = {};
+    team.shown = {};
+    for (const slot of slots) {
+      const info = body.insertRow();
+      const cell = body.insertRow().insertCell();
+      cell.colSpan = TEAM_COLUMNS;
+      const screen = document.createElement("pre");
+      screen.className = "screen";
+      screen.textContent = "(no screen yet)";
+      cell.appendChild(screen);
+      team.rows[slot.slot] = { info, screen };
+    }
+    team.order = order;
+  }
+  for (const slot of slots) {
+    const { info, screen } = team.rows[slot.slot];
+    info.replaceChildren();
+    for (const column of slotCells(slot)) cell(info, ...column);
+    screen.hidden = team.refused !== null;
+  }
+  $("team-empty").hidden = slots.length > 0;
+}
+
+async function showScreen(slot, at) {
+  const screen = team.rows[slot].screen;
+  const following = screen.scrollTop + screen.clientHeight >= screen.scrollHeight - 4;
+  screen.textContent = (await api(screenPath(slot))).text;
+  team.shown[slot] = at;
+  if (following) screen.scrollTop = screen.scrollHeight;  // a terminal's news is at the bottom
+}
+
+async function refreshTeam() {
+  const slots = (await api("/v1/team")).slots;
+  showTeam(slots);
+  if (team.refused !== null) return;
+  const at = Object.fromEntries(slots.map((s) => [s.slot, s.screen_at]));
+  for (const slot of changedScreens(slots, team.shown)) {
+    try {
+      await showScreen(slot, at[slot]);
+    } catch (error) {
+      if (error.status === 403) {
+        team.refused = error.message;
+        $("screens").textContent = "Screens are hidden: " + error.message;
+        showTeam(slots);
+        return;
+      }
+      if (error.status !== 404) throw error;  // 404: the slot went away since the listing
+    }
+  }
+}
+
+async function followTeam() {
+  for (;;) {
+    try {
+      await refreshTeam();
+      $("team-problem").textContent = "";
+    } catch (error) {
+      $("team-problem").textContent = "Team: " + error.message;
+    }
+    await new Promise((wake) => setTimeout(wake, TEAM_MS));
+  }
 }
 
 async function refresh() {
@@ -109,6 +209,7 @@ async function watch() {
     return;
   }
   $("board").hidden = false;
+  followTeam();
   setInterval(() => refresh().catch((error) => { $("problem").textContent = error.message; }), REFRESH_MS);
   let after = null;  // from now on; after a reconnect, from the last event seen
   for (let attempt = 0; attempt < 1000; attempt++) {  // reconnect, bounded

@@ -55,6 +55,8 @@ class Call:
     body: Any
     query: dict[str, Any]
     ids: dict[str, int]
+    names: dict[str, str] = field(default_factory=dict)
+    """Path segments that are names (Endpoint.names), not ids."""
 
     @property
     def actor(self) -> str:
@@ -77,10 +79,14 @@ class Param:
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {name} segments are positive integer ids
+    path: str  # {name} segments are positive integer ids, unless `names` gives their schema
     handler: Handler
     summary: str
     role: Role | None  # None: open to anyone
+    role_setting: str | None = None
+    """A HubSettings field that names the role instead (a hub.toml setting); `role` is its default."""
+    names: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Path segments that are names: each one's schema, a string with a pattern."""
     body: dict[str, Any] | None = None
     query: Mapping[str, Param] = field(default_factory=dict)
     responses: Mapping[int, tuple[str, dict[str, Any] | None]] = field(default_factory=dict)
@@ -115,22 +121,28 @@ def route(services: Services, endpoint: Endpoint) -> Route:
     """A Starlette route that authenticates, validates and calls the endpoint's handler."""
     validate_body = _body_validator(endpoint.body) if endpoint.body is not None else None
     validate_query = {name: fastjsonschema.compile(param.schema) for name, param in endpoint.query.items()}
-    id_names = [part[1:-1] for part in endpoint.path.split("/") if part.startswith("{")]
+    segments = [part[1:-1] for part in endpoint.path.split("/") if part.startswith("{")]
+    id_names = [name for name in segments if name not in endpoint.names]
+    patterns = {name: re.compile(schema["pattern"]) for name, schema in endpoint.names.items()}
+    role: Role | None = endpoint.role
+    if endpoint.role_setting is not None:
+        role = getattr(services.settings, endpoint.role_setting)
 
     async def serve(request: Request) -> Response:
         try:
             key = None
-            if endpoint.role is not None:
+            if role is not None:
                 address = request.client.host if request.client else "unknown"
-                key = services.auth.authenticate(request.headers, address, endpoint.role)
+                key = services.auth.authenticate(request.headers, address, role)
             ids = {name: _parse_id(name, request.path_params[name]) for name in id_names}
+            names = {name: _parse_name(name, request.path_params[name], patterns[name]) for name in patterns}
             query = _parse_query(request, endpoint.query, validate_query)
             body = None
             if endpoint.raw_body:
                 body = await _read_bytes(request)
             elif validate_body is not None:
                 body = await _read_json(request, validate_body)
-            return await endpoint.handler(Call(services, request, key, body, query, ids))
+            return await endpoint.handler(Call(services, request, key, body, query, ids, names))
         except HubError as error:
             return error_response(error)
 
@@ -240,6 +252,12 @@ def _parse_id(name: str, text: str) -> int:
     return int(text)
 
 
+def _parse_name(name: str, text: str, pattern: re.Pattern[str]) -> str:
+    if not pattern.fullmatch(text):
+        raise InvalidRequest(f"{name} must match {pattern.pattern}, got {text[:40]!r}")
+    return text
+
+
 def _parse_query(
     request: Request,
     params: Mapping[str, Param],
@@ -347,12 +365,13 @@ def openapi(endpoints: list[Endpoint], version: str, components: dict[str, Any])
             "operationId": _operation_id(endpoint),
             "responses": {},
         }
+        id_schema = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
         parameters = [
             {
                 "name": part[1:-1],
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                "schema": endpoint.names.get(part[1:-1], id_schema),
             }
             for part in endpoint.path.split("/")
             if part.startswith("{")

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from scaffold import __version__
 from scaffold.errors import InvalidRequest
 from scaffold.hub.core import schemas as s
-from scaffold.hub.core.limits import MAX_ID
+from scaffold.hub.core.limits import MAX_ID, MAX_SLOTS
 from scaffold.hub.core.types import TASK_STATES
 from scaffold.hub.faces.rest import exec as api_exec
 from scaffold.hub.faces.rest import files as api_files
@@ -25,7 +25,10 @@ from scaffold.hub.faces.views import (
     lease_token,
     message_view,
     plan_view,
+    run_view,
+    slot_view,
     status_view,
+    team_view,
     worker_view,
 )
 from scaffold.hub.services.workers import session_tasks
@@ -176,6 +179,46 @@ async def deregister_worker(call: Call) -> Response:
     return ok(worker_view(call.services.workers, worker))
 
 
+async def record_run(call: Call) -> Response:
+    event = call.services.team.record_run(call.ids["worker_id"], call.body, call.actor)
+    return ok(run_view(event), 201)
+
+
+async def list_runs(call: Call) -> Response:
+    return ok({"runs": [run_view(event) for event in call.services.team.runs(call.ids["worker_id"])]})
+
+
+# -- the team --------------------------------------------------------------------------------
+
+
+async def put_slot(call: Call) -> Response:
+    team = call.services.team
+    return ok(slot_view(team, team.put(call.names["slot"], call.body)))
+
+
+async def delete_slot(call: Call) -> Response:
+    team = call.services.team
+    return ok(slot_view(team, team.delete(call.names["slot"])))
+
+
+async def clear_team(call: Call) -> Response:
+    return ok({"deleted": call.services.team.clear()})
+
+
+async def get_team(call: Call) -> Response:
+    return ok(team_view(call.services.team))
+
+
+async def put_screen(call: Call) -> Response:
+    screen = call.services.team.put_screen(call.names["slot"], call.body["text"])
+    return ok({"slot": call.names["slot"], "at": screen.at})
+
+
+async def get_screen(call: Call) -> Response:
+    screen = call.services.team.screen(call.names["slot"])
+    return ok({"slot": call.names["slot"], "text": screen.text, "at": screen.at})
+
+
 # -- messages, status, events, keys --------------------------------------------------------
 
 
@@ -235,6 +278,8 @@ async def revoke_key(call: Call) -> Response:
 
 STATE = Param({"type": "array", "items": {"enum": list(TASK_STATES)}}, "task states", repeated=True)
 TASK_ID_PATH = "/v1/tasks/{task_id}"
+SLOT_PATH = "/v1/team/slots/{slot}"
+SLOT = {"slot": s.described(s.SLOT_NAME, "coordinator, w1, w2, ...")}
 R = s.ref
 
 # A table, one endpoint per entry with its summary and answers beside it: kept as written (fmt: skip).
@@ -300,6 +345,30 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("DELETE", "/v1/workers/{worker_id}", deregister_worker,
              "Stop the worker; its tasks go back to the queue", "agent",
              responses={200: ("The stopped worker", s.WORKER)}),
+    Endpoint("POST", "/v1/workers/{worker_id}/runs", record_run,
+             "Record the result of one headless session of the worker (event `worker.run`)", "agent",
+             body=s.RUN, responses={201: ("The run as recorded", s.RUN_VIEW)}),
+    Endpoint("GET", "/v1/workers/{worker_id}/runs", list_runs, "The worker's latest runs, newest first",
+             "viewer", responses={200: ("The runs", s.RUNS)}),
+    Endpoint("GET", "/v1/team", get_team, "The team's slots, each with its worker, and the work per role",
+             "viewer", responses={200: ("The team", s.TEAM)}),
+    Endpoint("DELETE", "/v1/team", clear_team, "Forget every slot and screen", "agent",
+             responses={200: ("How many slots there were",
+                              s.obj(["deleted"], deleted={"type": "integer"}))}),
+    Endpoint("PUT", SLOT_PATH, put_slot, "Set a slot's state (its runner sends it every 10 s)", "agent",
+             names=SLOT, body=s.TEAM_SLOT,
+             responses={200: ("The slot", R("Slot")),
+                        409: (f"A new slot beyond the {MAX_SLOTS} the hub keeps", R("Error"))}),
+    Endpoint("DELETE", SLOT_PATH, delete_slot, "Forget a slot and its screen", "agent", names=SLOT,
+             responses={200: ("The slot as it was", R("Slot"))}),
+    Endpoint("PUT", SLOT_PATH + "/screen", put_screen,
+             "Set a slot's screen (secrets are redacted before it is kept)", "agent", names=SLOT,
+             body=s.SCREEN,
+             responses={200: ("Kept", s.obj(["slot", "at"], slot=s.SLOT_NAME, at={"type": "number"}))}),
+    Endpoint("GET", SLOT_PATH + "/screen", get_screen,
+             "A slot's screen: what its terminal shows, secrets redacted", "admin",
+             role_setting="screen_role", names=SLOT,
+             responses={200: ("The screen", s.SCREEN_VIEW)}),
     Endpoint("GET", "/v1/session", get_session,
              "A session's worker and the tasks it holds, with their lease tokens (for its hooks)",
              "agent", query={"session_id": Param(s.SESSION_ID, "the Claude Code session id",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 
 from scaffold.hub.core.types import Event, Message, Plan
@@ -72,19 +73,30 @@ class RecordStore(Connection):
             rows = db.execute(
                 "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
             ).fetchall()
-        return [
-            Event(
-                r["id"],
-                r["at"],
-                r["type"],
-                r["task_id"],
-                r["worker_id"],
-                r["actor"],
-                json.loads(r["data"]),
-            )
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
+
+    def worker_events(self, worker_id: int, event_type: str, limit: int) -> list[Event]:
+        # No index on worker_id: this walks the log from its newest end, which is short work for
+        # a worker that ran lately, and this is read on request only (scaffold team status).
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM events WHERE worker_id = ? AND type = ? ORDER BY id DESC LIMIT ?",
+                (worker_id, event_type, limit),
+            ).fetchall()
+        return [_event(r) for r in rows]
 
     def last_event_id(self) -> int:
         with self._read() as db:
             return int(db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        row["id"],
+        row["at"],
+        row["type"],
+        row["task_id"],
+        row["worker_id"],
+        row["actor"],
+        json.loads(row["data"]),
+    )

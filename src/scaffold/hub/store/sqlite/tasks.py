@@ -176,6 +176,17 @@ class TaskStore(Connection):
             ).fetchall()
         return [(row[0], tuple(json.loads(row[1]))) for row in rows]
 
+    def requirement_counts(self, states: Sequence[TaskState]) -> list[tuple[TaskState, tuple[str, ...], int]]:
+        # required_capabilities is stored sorted, so equal sets group together.
+        marks = ",".join("?" * len(states))
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT state, required_capabilities, count(*) FROM tasks WHERE state IN ({marks}) "
+                "GROUP BY state, required_capabilities",
+                tuple(states),
+            ).fetchall()
+        return [(row[0], tuple(json.loads(row[1])), row[2]) for row in rows]
+
     # -- transitions ----------------------------------------------------------------------
 
     def take(self, terms: ClaimTerms, now: float) -> Task | None:

@@ -1,0 +1,146 @@
+"""The dashboard in a real browser: headless Chromium from Debian's packages, driven by selenium
+through Debian's chromedriver, against a real hub on 127.0.0.1.
+
+It loads the page as a person does (the key typed into the form), sees a slot's live screen and
+its update, keeps a screenshot as a test artifact ($TEST_ARTIFACTS, default <repo>/test-artifacts/),
+and checks that a viewer's key shows no screen. Nothing is downloaded: the driver is given
+Debian's chromedriver and Chromium, so selenium's own driver manager never runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import REPO
+from tests.hubproc import HubProcess, running_hub, write_config
+
+if TYPE_CHECKING:
+    from selenium.webdriver.chrome.webdriver import WebDriver
+
+ADMIN, AGENT, VIEWER = "admin-key-for-the-browser", "agent-key-for-the-browser", "viewer-key-for-the-browser"
+WAIT = 10.0  # seconds: the bound of every wait on the page
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+)
+
+
+def need(what: str, how: str) -> None:
+    """Skip saying how to get what is missing; under CI (CI=true), which installs it, fail."""
+    message = f"{what} is not installed: {how}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def artifacts() -> Path:
+    directory = Path(os.environ.get("TEST_ARTIFACTS") or REPO / "test-artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        need("chromium or chromedriver", "apt-get install chromium chromium-driver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        need("selenium", "pip install -e '.[test]'")
+    assert chromium is not None and chromedriver is not None
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(chromedriver, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubProcess]:
+    keys = [("owner", "admin", ADMIN), ("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    with running_hub(write_config(tmp_path, keys=keys)) as running:
+        yield running
+
+
+def log_in(driver: WebDriver, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "key")
+    field.send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+
+
+def screen_text(driver: WebDriver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(driver.find_element(By.CSS_SELECTOR, "#team pre.screen").text)
+
+
+def test_the_dashboard_shows_a_live_screen_to_an_admin_and_none_to_a_viewer(
+    browser: WebDriver, hub: HubProcess
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with hub.client(AGENT) as rest:
+        session = "browser-session-w1"
+        assert rest.post("/v1/workers", json={"session_id": session, "role": "backend"}).status_code == 201
+        slot = {"role": "backend", "state": "running", "session_id": session, "mode": "headless"}
+        assert rest.put("/v1/team/slots/w1", json=slot).status_code == 200
+        first = "$ pytest -q\nfirst screen of w1 <b>not bold</b>"
+        assert rest.put("/v1/team/slots/w1/screen", json={"text": first}).status_code == 200
+
+        browser.get(hub.url + "/")
+        log_in(browser, ADMIN)
+        WebDriverWait(browser, WAIT).until(lambda d: "first screen of w1" in screen_text(d))
+        assert screen_text(browser) == first  # shown as text: the markup is not rendered
+        row = browser.find_element(By.CSS_SELECTOR, "#team tr").text
+        assert row.split()[:4] == ["w1", "local", "backend", "running"]
+
+        second = "$ pytest -q\n12 passed in 0.4s\nsecond screen of w1"
+        assert rest.put("/v1/team/slots/w1/screen", json={"text": second}).status_code == 200
+        sent = time.monotonic()
+        WebDriverWait(browser, WAIT).until(lambda d: "second screen of w1" in screen_text(d))
+        took = time.monotonic() - sent
+        assert took < 5.0, f"the screen took {took:.1f} s to update"
+        shot = artifacts() / "dashboard-team.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+        console: list[dict[str, str]] = browser.get_log("browser")  # type: ignore[no-untyped-call]
+        refusals = [entry["message"] for entry in console if "Content Security Policy" in entry["message"]]
+        assert not refusals, refusals  # the page's own script and styles are all it loads
+
+    browser.find_element(By.ID, "forget").click()  # forgets the admin key and reloads
+    WebDriverWait(browser, WAIT).until(
+        lambda d: d.find_element(By.ID, "board").get_attribute("hidden") is not None
+    )
+    log_in(browser, VIEWER)
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_element(By.ID, "screens").text)
+    assert browser.find_element(By.ID, "screens").text == (
+        "Screens are hidden: this needs the admin role; key 'viewer' is viewer"
+    )
+    assert browser.find_element(By.CSS_SELECTOR, "#team tr").text.split()[0] == "w1"
+    assert "screen of w1" not in browser.page_source
+    assert not browser.find_element(By.CSS_SELECTOR, "#team pre.screen").is_displayed()
