@@ -146,6 +146,15 @@ def rendered(request: pytest.FixtureRequest, tmp_path: Path) -> NewProject:
     return render(tmp_path / "project", **ANSWER_SETS[request.param])
 
 
+def alive(pid: int) -> bool:
+    """The process runs: it exists and is no zombie (dead, its status not yet read by its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
 def git(repo: Path, *args: str) -> str:
     env = {
         **os.environ,

@@ -32,6 +32,7 @@ from scaffold.render import template_root
 from tests.conftest import ANSWER_SETS, REPO, git, render
 from tests.conftest import require_tool as tool
 from tests.hubproc import free_port
+from tests.sshd import SSHServer, ssh_server
 
 RUN_TIMEOUT = 600.0  # seconds for one bootstrap or deploy: a first install downloads the hub's deps
 
@@ -151,6 +152,53 @@ def test_the_systemd_unit_verifies(tmp_path: Path, answers: str) -> None:
         [tool("systemd-analyze"), "verify", str(here)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr  # warnings count too
+
+
+@pytest.mark.parametrize("answers", ["remote-tls", "remote-plain"])
+def test_the_worker_slot_unit_verifies_and_the_bundle_says_how_to_enable_it(
+    tmp_path: Path, answers: str
+) -> None:
+    project = render(tmp_path / "project", **ANSWER_SETS[answers]).dest
+    slug = next(
+        line.split(": ")[1]
+        for line in (project / ".copier-answers.yml").read_text().splitlines()
+        if line.startswith("project_slug:")
+    )
+    unit = (project / "vps/worker@.service").read_text(encoding="utf-8")
+    script = "${PROJECT}/.claude/skills/vps-workspace/scripts/team.py"
+    assert (
+        f"ExecStart=/usr/bin/python3 {script} --project ${{PROJECT}} slot --slot %i --role ${{ROLE}}" in unit
+    )
+    for directive in (
+        f"EnvironmentFile=/etc/{slug}/team/%i.env",
+        f"User={slug}-agent",
+        "Restart=on-failure",
+        "KillMode=mixed",
+        "NoNewPrivileges=true",
+    ):
+        assert directive in unit
+    # An instance, as `systemctl enable --now SLUG-worker@w1` makes it; a control with a typo in a
+    # directive shows that the check reads the unit.
+    for name, text, clean in [("w1", unit, True), ("w2", unit.replace("KillMode=", "KilMode="), False)]:
+        here = tmp_path / f"{slug}-worker@{name}.service"
+        here.write_text(text)
+        done = subprocess.run(
+            [tool("systemd-analyze"), "verify", str(here)], capture_output=True, text=True, check=False
+        )
+        assert (done.returncode == 0 and done.stderr.strip() == "") == clean, done.stderr
+    readme = (project / "vps/README.md").read_text(encoding="utf-8")
+    for words in (
+        f"sudo systemctl enable --now {slug}-worker@w1",
+        f"/etc/{slug}/team/w1.env",
+        "ROLE=",
+        "PROJECT=",
+    ):
+        assert words in readme, words
+    dry = bootstrap(project / "vps", "--dry-run")
+    assert (
+        f"would: install the unit /etc/systemd/system/{slug}-worker@.service (not enabled)" in dry.stdout
+    ), dry.stdout + dry.stderr
+    assert not (render(tmp_path / "local").dest / "vps/worker@.service").exists()
 
 
 def test_the_caddyfile_validates(tmp_path: Path) -> None:
@@ -300,65 +348,10 @@ def test_a_bundle_rendered_from_a_template_commit_pins_no_version_and_asks_for_a
 # -- scaffold deploy ---------------------------------------------------------------------------
 
 
-@dataclass
-class SSHServer:
-    port: int
-    identity: Path
-    known_hosts: Path
-
-    def args(self, identity: Path | None = None, port: int | None = None) -> list[str]:
-        """`scaffold deploy` options that reach this server as root."""
-        known = f"UserKnownHostsFile={self.known_hosts}"
-        return [
-            "--host",
-            "root@127.0.0.1",
-            "--port",
-            str(port or self.port),
-            "--identity",
-            str(identity or self.identity),
-            "--ssh-option",
-            known,
-        ]
-
-
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[SSHServer]:
-    """OpenSSH's server on 127.0.0.1 with a throwaway host key; logins by one throwaway key only."""
-    assert os.geteuid() == 0, "the SSH test logs in as root: run the tests as root (as CI does)"
-    keys = tmp_path / "ssh"
-    keys.mkdir(mode=0o700)
-    for name in ("host", "client"):
-        subprocess.run(
-            [tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True
-        )
-    shutil.copy(keys / "client.pub", keys / "authorized_keys")
-    port = free_port()
-    config = keys / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host'}\nPidFile {keys / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {keys / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n",
-        encoding="utf-8",
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)  # its privilege-separation directory
-    log = keys / "sshd.log"
-    with log.open("wb") as errors:
-        server = subprocess.Popen([tool("sshd"), "-D", "-e", "-f", str(config)], stderr=errors)
-    try:
-        deadline = time.monotonic() + 10
-        while (
-            subprocess.run(
-                ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"], capture_output=True, check=False
-            ).returncode
-            != 0
-        ):
-            assert server.poll() is None, f"sshd exited: {log.read_text()}"
-            assert time.monotonic() < deadline, "sshd did not listen"
-            time.sleep(0.1)
-        yield SSHServer(port, keys / "client", keys / "known_hosts")
-    finally:
-        server.terminate()
-        server.wait(10)
+    with ssh_server(tmp_path) as server:
+        yield server
 
 
 def run_deploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -58,7 +58,8 @@ MARGIN = 30.0  # added to a long poll's wait or a command's run time
 EXEC_TIMEOUT = 600.0  # the hub's default [exec] timeout_seconds, when the caller names none
 SESSION_VARS = ("CLAUDE_CODE_SESSION_ID", "CLAUDE_SESSION_ID")
 
-# Every route the client calls: name -> (method, path); {id} is a task, worker or reservation id.
+# Every route the client calls: name -> (method, path); {id} is a task, worker or reservation id,
+# or a team slot's name.
 ROUTES = {
     "status": ("GET", "/v1/status"),
     "plan.show": ("GET", "/v1/plan"),
@@ -77,6 +78,7 @@ ROUTES = {
     "workers.show": ("GET", "/v1/workers/{id}"),
     "workers.heartbeat": ("POST", "/v1/workers/{id}/heartbeat"),
     "workers.deregister": ("DELETE", "/v1/workers/{id}"),
+    "workers.runs": ("POST", "/v1/workers/{id}/runs"),
     "session.show": ("GET", "/v1/session"),
     "session.heartbeat": ("POST", "/v1/session/heartbeat"),
     "messages.send": ("POST", "/v1/messages"),
@@ -91,6 +93,10 @@ ROUTES = {
     "reserve": ("POST", "/v1/reservations"),
     "unreserve": ("POST", "/v1/reservations/{id}/release"),
     "exec": ("POST", "/v1/exec"),
+    # team.py, the slot supervisor and screen streamer: {id} is a slot name there
+    "team.show": ("GET", "/v1/team"),
+    "team.slot": ("PUT", "/v1/team/slots/{id}"),
+    "team.screen": ("PUT", "/v1/team/slots/{id}/screen"),
 }
 # An error answer's status, or (status, error code), -> exit code; anything else is EXIT_OTHER.
 EXIT_BY_STATUS = {
@@ -135,7 +141,7 @@ def setting(name: str, cwd: Path | None = None) -> str:
     if os.environ.get(name):
         return os.environ[name]
     here, script = (cwd or Path.cwd()).resolve(), Path(__file__).resolve()
-    project = script.parents[3:4]  # <project>/.claude/skills/vps-workspace/scripts/vps.py
+    project = script.parents[4:5]  # <project>/.claude/skills/vps-workspace/scripts/vps.py
     for directory in [here, *here.parents, *project]:
         for file in ("settings.local.json", "settings.json"):
             try:
@@ -218,7 +224,7 @@ class Client:
         message = " ".join(f"{method} {path}: {status} {code or 'error'}: {message}".split())  # one line
         return HubError(message, exit_code, status, code)
 
-    def call(self, route: str, ident: int | None = None, **options: Any) -> Reply:
+    def call(self, route: str, ident: int | str | None = None, **options: Any) -> Reply:
         """The route of ROUTES named `route`, its {id} filled with `ident`; options as for request."""
         method, path = ROUTES[route]
         return self.request(method, path.replace("{id}", str(ident)), **options)
