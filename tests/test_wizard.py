@@ -13,6 +13,7 @@ import pexpect
 import yaml
 
 from scaffold.render import template_root
+from tests.conftest import REPO
 
 CTRL_U = "\x15"  # clear the prefilled default
 DOWN = "\x1b[B"
@@ -70,6 +71,22 @@ def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
     assert answers["worker_roles"] == ["backend", "frontend", "testing", "devops"]
     saved = json.loads((dest / ".claude/settings.local.json").read_text())
     assert saved["env"]["VPS_API_KEY"] == key
+
+
+def test_the_first_screen_links_the_decision_guide_before_the_first_question(tmp_path: Path) -> None:
+    child = spawn_new(tmp_path / "guided")
+    try:
+        child.expect(r"Read the decision guide:\s+(\S+)")
+        shown = Path(child.match.group(1))
+        child.expect("project_name")
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert shown == REPO / "docs/decision-guide.md"  # from a checkout, the file itself
+    text = shown.read_text(encoding="utf-8")
+    assert text.startswith("# ")
+    assert "## How many sessions a machine holds" in text
 
 
 def test_wizard_cancelled_writes_nothing(tmp_path: Path) -> None:

@@ -95,6 +95,25 @@ def new_project(
     return project
 
 
+DECISION_GUIDE = "docs/decision-guide.md"
+"""In the scaffold's repository: when a team pays off, and how many sessions a machine holds."""
+
+
+def decision_guide() -> str:
+    """Where to read the decision guide: the file itself when scaffold runs from its checkout."""
+    checkout = Path(__file__).resolve().parents[2] / DECISION_GUIDE
+    return str(checkout) if checkout.is_file() else f"{DECISION_GUIDE} in the vps-agent-scaffold repository"
+
+
+def first_screen() -> str:
+    """What the wizard shows before its first question."""
+    return (
+        "A new project: a coordinator and workers sharing a hub.\n"
+        "Not sure a team pays off, or how many sessions your machine holds? Read the decision guide:\n"
+        f"  {decision_guide()}\n"
+    )
+
+
 def roles_warning(answers: Mapping[str, Any]) -> str:
     """One line when fewer workers are planned than roles chosen, else "".
 
@@ -117,12 +136,16 @@ class _Prompter:
 
     def __init__(self, questions: Questionnaire) -> None:
         self.questions = questions
+        self.greeted = False
 
     def ask(self, spec: QuestionSpec, default: Any, context: dict[str, Any]) -> Any:
         import questionary
 
         if spec.name in WIZARD_SUPPLIED:
             raise AnswerError(spec.name, "is supplied by the wizard, not asked")
+        if not self.greeted:  # after the given answers passed their checks, before the first question
+            questionary.print(first_screen())
+            self.greeted = True
         while True:
             answer = self._ask(spec, default, context)
             warning = roles_warning({**context, spec.name: answer})
