@@ -103,7 +103,9 @@ class FakeModel:
         self.app = Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])
 
     async def messages(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+        return self.answer(json.loads(await request.body()))
+
+    def answer(self, body: dict[str, Any]) -> Response:
         with self._lock:
             self.requests.append(body)
             if "tools" not in body:  # a side request (a title, a summary): no tools, no policy
@@ -128,6 +130,42 @@ class FakeModel:
                 block = {"type": "text", "text": ""}
                 delta, stop = {"type": "text_delta", "text": step.text}, "end_turn"
         return Response(stream(body["model"], block, delta, stop), media_type="text/event-stream")
+
+
+@dataclass
+class Sessions:
+    """A scripted model per Claude Code session, for sessions something else starts (`scaffold
+    team`): each request goes to its session's model, by the session id Claude Code sends in
+    `metadata.user_id`; a new session gets a new model with a new policy from `make`."""
+
+    make: Callable[[], Policy]
+    models: dict[str, FakeModel] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/v1/messages", self.messages, methods=["POST"])])
+
+    async def messages(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        with self._lock:
+            session = session_of(body)
+            model = self.models.get(session)
+            if model is None:
+                model = self.models[session] = FakeModel(self.make())
+        return model.answer(body)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{session}: {error}" for session, model in self.models.items() for error in model.errors]
+
+
+def session_of(body: dict[str, Any]) -> str:
+    """The session id Claude Code puts in each request's metadata (a JSON text in user_id)."""
+    user = (body.get("metadata") or {}).get("user_id") or "{}"
+    try:
+        return str(json.loads(user).get("session_id") or "?")
+    except (ValueError, AttributeError):
+        return "?"
 
 
 def stream(model: str, block: dict[str, Any], delta: dict[str, Any], stop: str) -> str:

@@ -184,6 +184,13 @@ RUN = [
 PARSED_ONLY = {
     "scaffold deploy --host root@203.0.113.10 --identity ~/.ssh/id_ed25519": "needs an SSH server, as root",
     "scaffold deploy --host root@203.0.113.10 --ssh-option ProxyJump=bastion": "needs an SSH jump host",
+    # tests/test_team.py runs each with tmux, Claude Code, a hub and a scripted model
+    "scaffold team up --workers 3 --trust": "needs Claude Code logged in and a hub",
+    "scaffold team up --workers 4 --role backend --role testing --headless": "needs Claude Code and a hub",
+    "scaffold team status --json": "needs a running team",
+    "scaffold team attach coordinator": "needs a running team and a terminal",
+    "scaffold team logs w2 --follow": "needs a running team; follows until interrupted",
+    "scaffold team down ~/my-team": "needs a running team",
 }
 
 

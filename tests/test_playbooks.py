@@ -43,7 +43,8 @@ TEXTS = [
     "templates/*.md",
 ]
 # Spans that look like a name of ours but are examples of the product code in the workspace.
-EXAMPLES = {"docs/api.md", "docs/specs/<topic>.md", "docs/"}
+# Named, never rendered: examples, and what a running slot writes (its log)
+EXAMPLES = {"docs/api.md", "docs/specs/<topic>.md", "docs/", ".claude/team/w1.log"}
 CLAUDE_COMMANDS = {"/hooks", "/exit", "/mcp", "/resume", "/clear", "/compact"}
 SYSTEM_DIRS = {"/tmp", "/etc", "/opt", "/srv", "/var", "/usr", "/home", "/root"}
 ENV_PREFIX = "VPS_"

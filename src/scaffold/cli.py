@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--quiet", "-q", action="store_true", help="do not list the changed files")
     update.set_defaults(run=_run_update)
     _add_deploy_command(commands)
+    _add_team_commands(commands)
     _add_hub_commands(commands)
     return parser
 
@@ -131,16 +132,7 @@ def _add_deploy_command(commands: Any) -> None:
     where = deploy.add_mutually_exclusive_group(required=True)
     where.add_argument("--host", metavar="USER@HOST", help="the server, as for ssh")
     where.add_argument("--local", action="store_true", help="install on this machine instead")
-    deploy.add_argument("--identity", "-i", type=Path, metavar="FILE", help="SSH private key to log in with")
-    deploy.add_argument("--port", "-p", type=int, metavar="N", help="SSH port (default 22)")
-    deploy.add_argument(
-        "--ssh-option",
-        "-o",
-        action="append",
-        default=[],
-        metavar="OPTION",
-        help="an ssh -o option, e.g. ProxyJump=bastion (repeatable)",
-    )
+    _add_ssh_options(deploy)
     deploy.add_argument(
         "--prefix", metavar="DIR", help="install under DIR, the hub run without systemd (no root needed)"
     )
@@ -157,6 +149,20 @@ def _add_deploy_command(commands: Any) -> None:
     deploy.set_defaults(run=_run_deploy)
 
 
+def _add_ssh_options(parser: argparse.ArgumentParser) -> None:
+    """How ssh reaches --host: `scaffold deploy` and `scaffold team up` log in the same way."""
+    parser.add_argument("--identity", "-i", type=Path, metavar="FILE", help="SSH private key to log in with")
+    parser.add_argument("--port", "-p", type=int, metavar="N", help="SSH port (default 22)")
+    parser.add_argument(
+        "--ssh-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an ssh -o option, e.g. ProxyJump=bastion (repeatable)",
+    )
+
+
 def _run_deploy(args: argparse.Namespace) -> int:
     from scaffold.deploy import Target, deploy
 
@@ -166,6 +172,154 @@ def _run_deploy(args: argparse.Namespace) -> int:
         raise ScaffoldError(f"--wheel {args.wheel}: no such file")
     target = Target(None if args.local else args.host, args.identity, args.port, tuple(args.ssh_option))
     deploy(args.dir.resolve(), target, prefix=args.prefix, wheel=args.wheel, health_timeout=args.timeout)
+    return 0
+
+
+def _add_team_commands(commands: Any) -> None:
+    team = commands.add_parser(
+        "team",
+        help="start, watch and stop the coordinator and its workers",
+        description="Start the coordinator and the workers of a project in tmux (interactive, to watch "
+        "and type into) or headless (claude -p under a supervisor that starts it again while there is "
+        "work), here or on hosts reached with ssh; see who does what; stop them all.",
+        epilog="example: scaffold team up --workers 3 --trust",
+    )
+    team_commands = team.add_subparsers(title="team commands", required=True, metavar="COMMAND")
+    up = team_commands.add_parser(
+        "up",
+        help="start the team",
+        description="Start the coordinator and N workers (roles in turn, as the setup guide's table says), "
+        "each registered with its role without anyone typing. Checks the hub, each host's tools, login, "
+        "trust and size first; a refused start leaves nothing running.",
+        epilog="example: scaffold team up --workers 4 --role backend --role testing --headless",
+    )
+    _add_team_dir(up, positional=True)
+    up.add_argument(
+        "--workers", type=int, metavar="N", help="how many workers (default: the worker_count answer)"
+    )
+    up.add_argument(
+        "--role", action="append", default=[], metavar="ROLE", help="roles to take in turn (repeatable)"
+    )
+    up.add_argument(
+        "--headless", action="store_true", help="claude -p workers under a supervisor, no coordinator session"
+    )
+    up.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="USER@HOST[:DIR]",
+        help="spread the sessions over these machines (repeatable; `local` is this one)",
+    )
+    _add_ssh_options(up)
+    up.add_argument("--force", action="store_true", help="start even where the sessions do not fit the host")
+    up.add_argument(
+        "--trust",
+        action="store_true",
+        help="record your yes to Claude Code's trust and API-key questions, so no session waits on them",
+    )
+    up.add_argument(
+        "--claude", default="claude", metavar="CMD", help="the Claude Code command (default: claude)"
+    )
+    up.add_argument(
+        "--wait", type=float, default=90.0, metavar="SECONDS", help="how long to wait for workers to register"
+    )
+    up.set_defaults(run=_run_team_up)
+    status = team_commands.add_parser(
+        "status",
+        help="who is working on what",
+        description="A table of the team's slots: host, role, worker, state, current task, idle time, "
+        "restarts.",
+        epilog="example: scaffold team status --json",
+    )
+    _add_team_dir(status, positional=True)
+    status.add_argument("--json", action="store_true", help="print the rows as JSON")
+    status.set_defaults(run=_run_team_status)
+    attach = team_commands.add_parser(
+        "attach",
+        help="watch and type into a session (tmux)",
+        description="Attach this terminal to a session's tmux window (over ssh -t for another host); "
+        "tmux's Ctrl-b d leaves it running.",
+        epilog="example: scaffold team attach coordinator",
+    )
+    attach.add_argument("slot", nargs="?", help="coordinator, w1, w2, ... (default: the first)")
+    _add_team_dir(attach)
+    attach.set_defaults(run=_run_team_attach)
+    logs = team_commands.add_parser(
+        "logs",
+        help="a slot's log (headless) or screen (interactive)",
+        description="Print a headless slot's log (its runs, their results, Claude Code's errors) or an "
+        "interactive slot's screen and scrollback.",
+        epilog="example: scaffold team logs w2 --follow",
+    )
+    logs.add_argument("slot", help="w1, w2, ...")
+    _add_team_dir(logs)
+    logs.add_argument(
+        "--lines", "-n", type=int, default=200, metavar="N", help="how many lines (default 200)"
+    )
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing what comes")
+    logs.set_defaults(run=_run_team_logs)
+    down = team_commands.add_parser(
+        "down",
+        help="stop every session",
+        description="Stop every session of the team; the tasks they held go back to the queue at once "
+        "and their workers are marked stopped.",
+        epilog="example: scaffold team down ~/my-team",
+    )
+    _add_team_dir(down, positional=True)
+    down.set_defaults(run=_run_team_down)
+
+
+def _add_team_dir(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    where = "the project (default: the one around .)"
+    if positional:
+        parser.add_argument("dir", nargs="?", type=Path, default=Path(), help=where)
+    else:
+        parser.add_argument("--dir", "-C", type=Path, default=Path(), metavar="DIR", help=where)
+
+
+def _team() -> Any:
+    from scaffold.team import launch
+
+    return launch
+
+
+def _run_team_status(args: argparse.Namespace) -> int:
+    _team().show_status(args.dir, as_json=args.json)
+    return 0
+
+
+def _run_team_attach(args: argparse.Namespace) -> int:
+    _team().attach(args.dir, args.slot)
+    return 0
+
+
+def _run_team_logs(args: argparse.Namespace) -> int:
+    _team().logs(args.dir, args.slot, lines=args.lines, follow=args.follow)
+    return 0
+
+
+def _run_team_down(args: argparse.Namespace) -> int:
+    _team().down(args.dir)
+    return 0
+
+
+def _run_team_up(args: argparse.Namespace) -> int:
+    from scaffold.deploy import Target
+
+    if (args.identity or args.port or args.ssh_option) and not args.host:
+        raise ScaffoldError("--identity, --port and --ssh-option are for --host")
+    _team().up(
+        args.dir,
+        workers=args.workers,
+        roles=args.role,
+        headless=args.headless,
+        hosts=args.host,
+        ssh=Target(None, args.identity, args.port, tuple(args.ssh_option)),
+        force=args.force,
+        trust=args.trust,
+        claude=args.claude,
+        wait=args.wait,
+    )
     return 0
 
 

@@ -52,6 +52,10 @@ class DeployError(ScaffoldError):
     """A deploy step failed; the message says which and what to do."""
 
 
+class TeamError(ScaffoldError):
+    """`scaffold team` cannot start, find or stop a team; the message says what to do."""
+
+
 # -- the hub as a process: its settings, its data directory, its backups ---------------------
 
 
