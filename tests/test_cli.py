@@ -167,6 +167,7 @@ WITH_FRAGMENT = {
     "scaffold new": "scaffold new data-team --defaults {}",
     "scaffold update": "scaffold update my-team {}",
     "scaffold deploy": "scaffold deploy --host root@203.0.113.10 {}",
+    "scaffold team up": "scaffold team up --host root@203.0.113.10 {}",
 }
 # Run for real, in this order, in a temporary directory ("~" is a temporary HOME): the
 # directory each runs in, relative to it.
@@ -186,6 +187,7 @@ PARSED_ONLY = {
     "scaffold deploy --host root@203.0.113.10 --ssh-option ProxyJump=bastion": "needs an SSH jump host",
     # tests/test_team.py runs each with tmux, Claude Code, a hub and a scripted model
     "scaffold team up --workers 3 --trust": "needs Claude Code logged in and a hub",
+    "scaffold team up --host root@203.0.113.10 --ssh-option ProxyJump=bastion": "needs an SSH jump host",
     "scaffold team up --workers 4 --role backend --role testing --headless": "needs Claude Code and a hub",
     "scaffold team status --json": "needs a running team",
     "scaffold team attach coordinator": "needs a running team and a terminal",

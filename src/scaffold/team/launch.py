@@ -9,7 +9,7 @@ window, the project's slot supervisor (`.claude/skills/vps-workspace/scripts/tea
 which runs `claude -p "/worker ROLE"` again and again while there is work. On a laptop tmux is
 what keeps that loop alive when the terminal closes: it is already needed for interactive mode,
 lets a person attach and look, and is not another daemon. On a server the bundle's systemd unit
-(`scaffold-worker@SLOT`) runs the same supervisor across logouts and reboots.
+(`SLUG-worker@SLOT`) runs the same supervisor across logouts and reboots.
 
 Every check happens before anything starts (the roles, the hub, each host's tools, login, trust
 and size), and a start that fails halfway stops what it started, so a refused `team up` leaves
@@ -330,9 +330,9 @@ def up(
         for host in machines:
             start_host(host, [slot for slot in slots if slot.host == host], headless, claude)
             started.append(host)
-            for slot in slots:
-                if slot.host == host:
-                    hub.call("PUT", f"/v1/team/slots/{slot.name}", slot_record(slot, mode))
+            for slot in slots:  # a headless slot's supervisor tells the hub about itself
+                if slot.host == host and not headless:
+                    hub.call("PUT", f"/v1/team/slots/{slot.name}", slot_record(slot))
         launch.save()
     except BaseException:
         for host in started:
@@ -351,13 +351,16 @@ def up(
     return launch
 
 
-def slot_record(slot: Slot, mode: str) -> dict[str, Any]:
-    record: dict[str, Any] = {"host": slot.host.label, "role": slot.role or COORDINATOR, "mode": mode}
-    if mode == "interactive":  # a headless slot picks a session id for each run itself
-        record.update(state="starting", session_id=slot.session_id)
-    else:
-        record.update(state="starting")
-    return record
+def slot_record(slot: Slot) -> dict[str, Any]:
+    """An interactive slot as the hub keeps it: its session id joins it to the worker it registers."""
+    role = slot.role or COORDINATOR
+    return {
+        "host": slot.host.label,
+        "role": role,
+        "mode": "interactive",
+        "state": "starting",
+        "session_id": slot.session_id,
+    }
 
 
 def wait_registered(hub: Hub, launch: Launch, seconds: float) -> list[str]:
