@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
+import jinja2
 import pytest
 
 from scaffold.deploy import build_wheel, wait_healthy
@@ -343,6 +344,25 @@ def test_a_bundle_rendered_from_a_template_commit_pins_no_version_and_asks_for_a
     bad = bootstrap(tmp_path / "tagged/vps", "--prefix", str(prefix), "--no-systemd", "--version", "abc1234")
     assert bad.returncode == 1 and not prefix.exists()
     assert bad.stderr == "bootstrap.sh: --version must be a released version like 1.2.0, not 'abc1234'\n"
+
+
+@pytest.mark.parametrize(
+    ("commit", "pinned"),
+    [
+        ("0.1.0+c9490f29d66c", "0.1.0"),  # the bundled VERSION+DIGEST
+        ("v1.2.0", "1.2.0"),
+        ("1.0rc1", "1.0rc1"),
+        ("v0.2.0-1-gabc1234", ""),  # git describe after a release
+        ("abc1234", ""),
+        ("1234567", ""),  # a short hash can be all digits (about 1 in 27): no version
+    ],
+)
+def test_only_a_release_is_pinned(commit: str, pinned: str) -> None:
+    source = (template_root() / "template/vps/bootstrap.sh.jinja").read_text()
+    head = source.split("#!/usr/bin/env bash", 1)[0] + "{{ pinned }}"
+    # copier renders the template with these filters and no autoescape (it writes shell, not HTML)
+    env = jinja2.Environment(extensions=["jinja2_ansible_filters.AnsibleCoreFiltersExtension"])  # noqa: S701
+    assert env.from_string(head).render(_copier_answers={"_commit": commit}).strip() == pinned
 
 
 # -- scaffold deploy ---------------------------------------------------------------------------
