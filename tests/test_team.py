@@ -49,12 +49,14 @@ class Either:
     """A session's policy, chosen by what its first turn says: a worker (WorkerModel), or the
     coordinator, which has nothing to plan here and ends its turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace: float = 0.0) -> None:
         self.inner: Policy | None = None
+        self.pace = pace  # seconds each step takes, as a model's answer does
 
     def __call__(self, turn: Turn) -> Step:
         if self.inner is None:
             self.inner = WorkerModel() if "workers register --session" in turn.text else self.coordinator
+        time.sleep(self.pace)
         return self.inner(turn)
 
     @staticmethod
@@ -102,13 +104,15 @@ class Launcher:
 
 
 @contextlib.contextmanager
-def launcher(tmp_path: Path, claude_bin: Path, idle_minutes: float = 0.1) -> Iterator[Launcher]:
+def launcher(
+    tmp_path: Path, claude_bin: Path, idle_minutes: float = 0.1, pace: float = 0.0
+) -> Iterator[Launcher]:
     """A team's project and hub, the scripted model, and `scaffold team down` at the end whatever
     happened (it may say nothing runs)."""
     tmux_bin()
     with team_of(tmp_path, claude_bin) as team:
         team.idle_minutes(idle_minutes)
-        models = Sessions(Either)
+        models = Sessions(lambda: Either(pace))
         with serving(models.app) as api:
             made = Launcher(team, api, claude_bin)
             made.models = models  # type: ignore[attr-defined]
@@ -149,14 +153,14 @@ def wait_done(launch: Launcher, task_ids: list[int], seen: dict[str, set[int]]) 
 def test_a_headless_team_drains_twelve_tasks_with_dependencies_and_down_leaves_nothing(
     tmp_path: Path, claude_bin: Path
 ) -> None:
-    with launcher(tmp_path, claude_bin) as launch:
+    with launcher(tmp_path, claude_bin, pace=0.2) as launch:  # a step takes a moment: status sees work
         made = launch.team.create(chains(4, 3))
         up = launch.up("--headless", "--workers", "3", "--role", "backend")
         assert up.returncode == 0, up.stderr + up.stdout
         assert "started 3 session(s) on local (headless)" in up.stdout
         seen: dict[str, set[int]] = {}
         wait_done(launch, [task["id"] for task in made], seen)
-        assert len(seen) >= 2, seen  # status showed the slots working side by side
+        assert seen and set(seen) <= {"w1", "w2", "w3"}, seen  # status showed slots at their tasks
         pids = [view["pid"] for view in launch.hub_team()["slots"] if view.get("pid")]
         windows = subprocess.run(
             ["tmux", "-L", tmux_of(launch), "list-panes", "-s", "-F", "#{pane_pid}"],
@@ -181,6 +185,7 @@ def test_a_headless_team_drains_twelve_tasks_with_dependencies_and_down_leaves_n
         launch.team.hub.stop()
         claims = launch.team.claims()
     assert sorted(task_id for task_id, _ in claims) == sorted(task["id"] for task in made)  # each once
+    assert len({worker_id for _, worker_id in claims}) >= 2  # side by side
     for chain in range(4):
         for step in range(3):
             path = launch.team.workspace / f"chains/c{chain}_{step}.txt"
