@@ -125,6 +125,29 @@ def test_the_host_check_reads_and_records_claude_codes_answers(
     assert (facts["trusted"], facts["onboarded"], facts["api_key"]) == (True, True, "rejected")
 
 
+def test_a_project_inside_a_repository_is_trusted_by_the_repositorys_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claude Code asks trust for the top of the git work tree (seen with 2.1.329: the README's
+    demo/ inside this checkout), so that is the folder checked and recorded."""
+    home, repo = tmp_path / "home", tmp_path / "checkout"
+    project = repo / "demo"
+    home.mkdir()
+    project.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    (home / ".claude.json").write_text(
+        json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}})
+    )
+    host = Host(Target(), project)
+    facts = host.probe("check", "--project", str(project), "--tmux", "t")
+    assert (facts["trusted"], facts["trust_root"]) == (False, str(repo))  # the demo's own entry counts not
+    host.probe("check", "--project", str(project), "--tmux", "t", "--trust", "--headless")
+    config = json.loads((home / ".claude.json").read_text())
+    assert config["projects"][str(repo)]["hasTrustDialogAccepted"] is True
+
+
 def test_reaping_a_session_kills_what_outlives_the_grace(tmp_path: Path) -> None:
     stubborn = subprocess.Popen(["setsid", "sh", "-c", "trap '' HUP TERM; sleep 60 & wait"])
     try:

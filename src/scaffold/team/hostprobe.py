@@ -16,7 +16,8 @@ Python, tmux and Claude Code. Two commands:
         processes, a headless run's) to end, then kills what is left; prints the pids killed.
 
 Claude Code keeps those answers in ~/.claude.json (or $CLAUDE_CONFIG_DIR/.claude.json):
-`hasCompletedOnboarding`, `projects[DIR].hasTrustDialogAccepted` (a trusted parent folder counts),
+`hasCompletedOnboarding`, `projects[DIR].hasTrustDialogAccepted` (DIR: the top of the git work
+tree holding the project, or the project when it is in none; a trusted parent folder counts),
 and `customApiKeyResponses.approved`, the last 20 characters of each key a person said yes to.
 """
 
@@ -51,6 +52,24 @@ def read_config(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {"unreadable": True}
     return loaded if isinstance(loaded, dict) else {"unreadable": True}
+
+
+def trust_root(project: Path) -> Path:
+    """The folder Claude Code asks trust for and records it under: the git work tree's top that
+    holds the project (a project kept inside another repository is trusted by that one's root),
+    else the project itself."""
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(project), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return project
+    found = top.stdout.strip()
+    return Path(found).resolve() if top.returncode == 0 and found else project
 
 
 def trusted(config: dict[str, Any], project: Path) -> bool:
@@ -138,8 +157,9 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
             == 0
         )
     scripts = project / ".claude" / "skills" / "vps-workspace" / "scripts"
-    if args.trust and (not trusted(config, project) or api_key_state(config) == "unanswered"):
-        consent(path, config, project, key=not args.headless)
+    root = trust_root(project)
+    if args.trust and (not trusted(config, root) or api_key_state(config) == "unanswered"):
+        consent(path, config, root, key=not args.headless)
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -154,7 +174,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         "logged_in": logged_in(config),
         "onboarded": config.get("hasCompletedOnboarding") is True,
         "config_unreadable": bool(config.get("unreadable")),
-        "trusted": trusted(config, project),
+        "trusted": trusted(config, root),
+        "trust_root": str(root),
         "api_key": api_key_state(config),
         "running": running,
     }

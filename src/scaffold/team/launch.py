@@ -211,8 +211,9 @@ def host_problems(host: Host, facts: dict[str, Any], headless: bool, claude: str
     # Claude Code ignores the project's settings.json permissions in a folder it does not trust,
     # `claude -p` included: a worker could not even run vps.py to register.
     if not facts.get("trusted"):
+        folder = facts.get("trust_root") or host.project
         problems.append(
-            f"{where}: Claude Code does not trust {host.project} yet: open `claude` there once and accept, "
+            f"{where}: Claude Code does not trust {folder} yet: open `claude` there once and accept, "
             "or pass --trust to record that you trust it"
         )
     if headless:
