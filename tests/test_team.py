@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,18 @@ class Launcher:
 
 @contextlib.contextmanager
 def launcher(
-    tmp_path: Path, claude_bin: Path, idle_minutes: float = 0.1, pace: float = 0.0
+    tmp_path: Path,
+    claude_bin: Path,
+    idle_minutes: float = 0.1,
+    pace: float = 0.0,
+    make: Callable[[], Policy] | None = None,
 ) -> Iterator[Launcher]:
-    """A team's project and hub, the scripted model, and `scaffold team down` at the end whatever
-    happened (it may say nothing runs)."""
+    """A team's project and hub, the scripted model (a new `make()` per session, else Either),
+    and `scaffold team down` at the end whatever happened (it may say nothing runs)."""
     tmux_bin()
     with team_of(tmp_path, claude_bin) as team:
         team.idle_minutes(idle_minutes)
-        models = Sessions(lambda: Either(pace))
+        models = Sessions(make or (lambda: Either(pace)))
         with serving(models.app) as api:
             made = Launcher(team, api, claude_bin)
             made.models = models  # type: ignore[attr-defined]
@@ -208,19 +213,38 @@ def tmux_of(launch: Launcher) -> str:
     return Host.from_json(record["hosts"][0]).tmux
 
 
+class Holding:
+    """The first session that gets a task holds it (its model "thinks") until `release` is set;
+    later sessions work as WorkerModel does. So a test can kill a session mid-task."""
+
+    def __init__(self) -> None:
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def make(self) -> Policy:
+        worker = WorkerModel()
+
+        def policy(turn: Turn) -> Step:
+            got_task = turn.result is not None and turn.result[0] == "mcp__vps__claim_task"
+            if got_task and "lease_token" in turn.result[1] and not self.holding.is_set():  # type: ignore[index]
+                self.holding.set()
+                assert self.release.wait(60), "the held session was never killed"
+            return worker(turn)
+
+        return policy
+
+
 def test_a_killed_session_is_started_again_and_its_task_done_once(tmp_path: Path, claude_bin: Path) -> None:
-    with launcher(tmp_path, claude_bin) as launch:
+    held = Holding()
+    with launcher(tmp_path, claude_bin, make=held.make) as launch:
         up = launch.up("--headless", "--workers", "1", "--role", "backend")
         assert up.returncode == 0, up.stderr + up.stdout
         [made] = launch.team.create([file_task("Slow one", "slow.txt", "once")])
-        deadline = time.monotonic() + 120
-        while (task := launch.team.task(made["id"]))["state"] != "claimed":
-            assert task["state"] != "done", "done before it could be killed"
-            assert time.monotonic() < deadline, "never claimed"
-            time.sleep(0.05)
+        assert held.holding.wait(120), "the task was never claimed"
+        assert launch.team.task(made["id"])["state"] == "claimed"
         [view] = launch.hub_team()["slots"]
         os.kill(int(view["pid"]), 9)
         killed = time.monotonic()
+        held.release.set()
         while True:
             [view] = launch.hub_team()["slots"]
             if view["restarts"] >= 1 and view["state"] == "running":
