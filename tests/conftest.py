@@ -44,6 +44,9 @@ HOW_TO_GET = {
     "systemd-analyze": "apt-get install systemd",
     "sshd": "apt-get install openssh-server",
     "ssh-keygen": "apt-get install openssh-client",
+    "tmux": "apt-get install tmux",
+    "chromium": "apt-get install chromium",
+    "chromedriver": "apt-get install chromium-driver",
 }
 
 

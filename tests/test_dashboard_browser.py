@@ -10,19 +10,17 @@ Debian's chromedriver and Chromium, so selenium's own driver manager never runs.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require_tool
 from tests.hubproc import HubProcess, running_hub, write_config
-
-if TYPE_CHECKING:
-    from selenium.webdriver.chrome.webdriver import WebDriver
 
 ADMIN, AGENT, VIEWER = "admin-key-for-the-browser", "agent-key-for-the-browser", "viewer-key-for-the-browser"
 WAIT = 10.0  # seconds: the bound of every wait on the page
@@ -39,14 +37,6 @@ CHROMIUM_FLAGS = (
 )
 
 
-def need(what: str, how: str) -> None:
-    """Skip saying how to get what is missing; under CI (CI=true), which installs it, fail."""
-    message = f"{what} is not installed: {how}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def artifacts() -> Path:
     directory = Path(os.environ.get("TEST_ARTIFACTS") or REPO / "test-artifacts")
     directory.mkdir(parents=True, exist_ok=True)
@@ -55,15 +45,7 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        need("chromium or chromedriver", "apt-get install chromium chromium-driver")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        need("selenium", "pip install -e '.[test]'")
-    assert chromium is not None and chromedriver is not None
+    chromium, chromedriver = require_tool("chromium"), require_tool("chromedriver")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):

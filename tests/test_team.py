@@ -23,7 +23,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from tests.conftest import alive
+from tests.conftest import alive, require_tool
 from tests.fakemodel import End, Policy, Sessions, Step, Turn
 from tests.hubproc import free_port
 from tests.sshd import ssh_server
@@ -35,15 +35,6 @@ pytestmark = pytest.mark.claude
 
 DRAIN_TIMEOUT = 300.0  # seconds for a team to finish its tasks
 PROMPT = "\N{HEAVY RIGHT-POINTING ANGLE QUOTATION MARK ORNAMENT}"  # Claude Code's input prompt
-
-
-def tmux_bin() -> str:
-    found = shutil.which("tmux")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("tmux is not installed (.ci/run installs it)")
-        pytest.skip("tmux is not installed")
-    return found
 
 
 class Either:
@@ -114,7 +105,7 @@ def launcher(
 ) -> Iterator[Launcher]:
     """A team's project and hub, the scripted model (a new `make()` per session, else Either),
     and `scaffold team down` at the end whatever happened (it may say nothing runs)."""
-    tmux_bin()
+    require_tool("tmux")
     with team_of(tmp_path, claude_bin) as team:
         team.idle_minutes(idle_minutes)
         models = Sessions(make or (lambda: Either(pace)))
