@@ -176,9 +176,25 @@ class TreeUnavailable(HubError):
     code = "tree_unavailable"
 
 
+class BudgetExhausted(HubError):
+    """A [budget] of the hub is spent (the fleet's or this worker's for the day): no new claims
+    until the day ends or the budget is raised. Tasks already held go on."""
+
+    status = 409
+    code = "budget_exhausted"
+
+
 class PayloadTooLarge(HubError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(HubError):
+    """The body's Content-Type or Content-Encoding is not one the route reads (OTLP: application/json,
+    identity or gzip)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 class TooManyRequests(HubError):
