@@ -43,7 +43,12 @@ TRANSITIONS: tuple[tuple[str, str, str], ...] = (
         "fail, the lease expires, or a completion whose merge conflicts or whose gate fails, with "
         "attempts left (attempts + 1); or release, or the worker stops (no attempt used)",
     ),
-    ("claimed", "dead", "the same failures, on the last attempt"),
+    (
+        "claimed",
+        "dead",
+        "the same failures, on the last attempt; or its usage passes the task budget with "
+        '[budget] task_action = "fail" (not retried: another attempt would spend again)',
+    ),
     ("blocked, ready, claimed", "cancelled", "cancel (admin key); a holder's token goes stale"),
 )
 
@@ -251,6 +256,21 @@ def expire(task: Task, now: float) -> Transition | None:
         changes,
         event=event("task.expired", task.worker_id, state=changes["state"]),
         end_reservations="its task's lease expired",
+        worker=task.worker_id,
+        idle=True,
+    )
+
+
+def over_budget(task: Task, error: str, now: float) -> Transition | None:
+    """claimed -> dead with `error`, whatever attempts are left: the task spent its budget. Any
+    other state stays as it is (usage that arrives after the task finished is reported only)."""
+    if task.state != "claimed":
+        return None
+    changes = {**_retry_or_bury(task, error, now), "state": "dead", "finished_at": now}
+    return Transition(
+        changes,
+        event=event("task.failed", task.worker_id, state="dead", reason="budget"),
+        end_reservations="its task went over its budget",
         worker=task.worker_id,
         idle=True,
     )

@@ -221,6 +221,32 @@ COMPONENTS: dict[str, Any] = {
             "type": "string",
             "description": "only in answers to a claim, a heartbeat or /v1/session",
         },
+        usage={
+            "$ref": "#/components/schemas/Spent",
+            "description": "what the task spent (GET /v1/tasks only)",
+        },
+        over_budget={
+            "type": ["string", "null"],
+            "description": "why the task is over its budget, if it is (/v1/session only)",
+        },
+    ),
+    "Spent": obj(
+        [
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "tokens",
+            "cost_usd",
+        ],
+        requests=described({"type": "integer"}, "model requests"),
+        input_tokens={"type": "integer"},
+        output_tokens={"type": "integer"},
+        cache_read_tokens={"type": "integer"},
+        cache_creation_tokens={"type": "integer"},
+        tokens=described({"type": "integer"}, "all four kinds: what a token budget counts"),
+        cost_usd=described({"type": "number"}, "as Claude Code computed it"),
     ),
     "Worker": obj(
         [
@@ -313,6 +339,11 @@ TASKS_PAGE = obj(
 )
 BATCH = obj(["tasks"], tasks={"type": "array", "items": TASK})
 WORKER = ref("Worker")
+BUDGET_STATE = obj(
+    ["claims", "reason"],
+    claims=described({"enum": ["open", "stopped"]}, "stopped: a day budget is spent (claims answer 409)"),
+    reason={"type": ["string", "null"]},
+)
 SESSION = obj(
     ["worker", "tasks", "idle_timeout_seconds", "heartbeat_seconds"],
     worker=WORKER,
@@ -326,7 +357,55 @@ SESSION = obj(
         {"type": "number"},
         "[queue] heartbeat_seconds: how often the PostToolUse hook renews the session's leases",
     ),
+    budget=described(BUDGET_STATE, "whether this worker may claim (the fleet's and its own day budgets)"),
 )
+LIMIT = obj(["usd", "tokens"], usd={"type": ["number", "null"]}, tokens={"type": ["integer", "null"]})
+USAGE_STATUS = obj(
+    ["today", "burn_usd_per_hour", "budget"],
+    today=obj(["requests", "tokens", "cost_usd"], requests={"type": "integer"}, tokens={"type": "integer"},
+              cost_usd={"type": "number"}),
+    burn_usd_per_hour=described({"type": "number"}, "what the last hour's requests cost"),
+    budget=obj(
+        ["claims", "reason", "fleet_day", "worker_day", "task", "task_action"],
+        **BUDGET_STATE["properties"],
+        fleet_day=LIMIT,
+        worker_day=LIMIT,
+        task=LIMIT,
+        task_action={"enum": ["warn", "fail"]},
+    ),
+)  # fmt: skip
+USAGE_ROW = {
+    "type": "object",
+    "required": ["key", "label", *COMPONENTS["Spent"]["required"]],
+    "properties": {
+        "key": {"type": ["integer", "string"]},
+        "label": {"type": "string"},
+        **COMPONENTS["Spent"]["properties"],
+        "state": {"type": "string", "description": "by task: the task's state"},
+        "worker_id": {"type": ["integer", "null"], "description": "by task: its holder, if any"},
+        "role": {"type": ["string", "null"], "description": "by worker"},
+        "tasks_cost_usd": {"type": "number", "description": "by worker: spent on tasks"},
+        "between_tasks_cost_usd": {"type": "number", "description": "by worker: spent outside any task"},
+        "runs": {"type": "object", "description": "by worker: its headless runs' own count and cost_usd"},
+    },
+    "additionalProperties": False,
+}
+USAGE = obj(
+    ["by", "from", "to", "rows", "total", "metrics", "runs"],
+    by={"enum": ["task", "worker", "role", "model", "day"]},
+    **{"from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]}},
+    rows=described({"type": "array", "items": USAGE_ROW}, "highest cost first; at most `limit`"),
+    total=ref("Spent"),
+    metrics=described(
+        obj(["cost_usd", "tokens"], cost_usd={"type": "number"}, tokens={"type": "number"}),
+        "what the metrics say for the same days: a cross-check of the requests",
+    ),
+    runs=described(
+        obj(["count", "cost_usd"], count={"type": "integer"}, cost_usd={"type": "number"}),
+        "the headless runs' own results (scaffold team), a cross-check",
+    ),
+)
+OTLP_ACCEPTED = obj(["partialSuccess"], partialSuccess={"type": "object"})
 MESSAGES_PAGE = obj(
     ["messages", "next_cursor"],
     messages={"type": "array", "items": ref("Message")},
@@ -371,6 +450,7 @@ STATUS = obj(
         ),
         'the tasks\' working trees (docs/queue.md, "Work reaches main")',
     ),
+    usage=described(USAGE_STATUS, "spend today, the burn rate and the budgets (docs/usage.md)"),
 )
 TEAM = obj(
     ["slots", "work"],

@@ -71,6 +71,16 @@ class HubSettings:
     screen_role: Role = "admin"
     """The role that may read the team's screens: they show whatever the sessions' terminals do
     (docs/security.md, "Screens")."""
+    budget_task_usd: float = 0.0
+    """[budget]: what one task may spend (all its attempts); 0: no budget. docs/usage.md."""
+    budget_task_tokens: int = 0
+    budget_worker_day_usd: float = 0.0
+    budget_worker_day_tokens: int = 0
+    budget_fleet_day_usd: float = 0.0
+    budget_fleet_day_tokens: int = 0
+    budget_task_action: str = "warn"
+    """What a task over its budget gets: "warn" (its worker and the coordinator are told) or
+    "fail" (also: the task goes dead, not retried)."""
 
     @property
     def trees(self) -> Path:
@@ -153,7 +163,15 @@ _FIELDS: dict[tuple[str, str], tuple[str, type | tuple[type, ...]]] = {
     ("exec", "cpu_seconds"): ("exec_cpu_seconds", int),
     ("exec", "max_concurrent"): ("exec_max_concurrent", int),
     ("team", "screen_role"): ("screen_role", str),
+    ("budget", "task_usd"): ("budget_task_usd", (int, float)),
+    ("budget", "task_tokens"): ("budget_task_tokens", int),
+    ("budget", "worker_day_usd"): ("budget_worker_day_usd", (int, float)),
+    ("budget", "worker_day_tokens"): ("budget_worker_day_tokens", int),
+    ("budget", "fleet_day_usd"): ("budget_fleet_day_usd", (int, float)),
+    ("budget", "fleet_day_tokens"): ("budget_fleet_day_tokens", int),
+    ("budget", "task_action"): ("budget_task_action", str),
 }
+BUDGET_ACTIONS = ("warn", "fail")
 # How a type error names the expected kind, in TOML's words (a user writes TOML, not Python).
 _KIND_NAMES: dict[type | tuple[type, ...], str] = {
     str: "a string",
@@ -208,6 +226,8 @@ def load_settings(config: Path | None) -> HubSettings:
                 raise ConfigError(f"{config}: {section}.{key} must be {_KIND_NAMES[kind]}, got {shown}")
             if name in _POSITIVE and isinstance(value, int | float) and value <= 0:
                 raise ConfigError(f"{config}: {section}.{key} must be positive")
+            if name.startswith("budget_") and isinstance(value, int | float) and not value >= 0:
+                raise ConfigError(f"{config}: {section}.{key} must be 0 (no budget) or more, got {value}")
             if name == "port" and isinstance(value, int) and value > MAX_PORT:
                 raise ConfigError(f"{config}: server.port must be between 1 and {MAX_PORT}, got {value}")
             values[name] = value
@@ -221,6 +241,11 @@ def load_settings(config: Path | None) -> HubSettings:
         raise ConfigError(
             f"{config}: team.screen_role must be one of {', '.join(map(repr, ROLES))}, "
             f"got {values['screen_role']!r}"
+        )
+    if values.get("budget_task_action", "warn") not in BUDGET_ACTIONS:
+        raise ConfigError(
+            f"{config}: budget.task_action must be one of {', '.join(map(repr, BUDGET_ACTIONS))}, "
+            f"got {values['budget_task_action']!r}"
         )
     if values.get("spare_trees", 0) < 0:
         raise ConfigError(f"{config}: workspace.spare_trees must be 0 or more")

@@ -148,3 +148,45 @@ class Reservation:
             f"worker {self.worker_id} ({self.role}) holds {self.pattern!r} {kind} "
             f"(reservation {self.id}, {left} s left)"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Model usage summed: requests, the four kinds of tokens and the cost in micro-dollars
+    (integers, so sums are exact)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_micros: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Every token the model processed: what a token budget counts."""
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_creation_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.cost_micros / 1_000_000
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_creation_tokens + other.cache_creation_tokens,
+            self.cost_micros + other.cost_micros,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One model request as the store recorded it: whose it was and what it spent."""
+
+    worker_id: int | None
+    task_id: int | None
+    at: float
+    spent: Spent

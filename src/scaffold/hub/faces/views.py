@@ -18,11 +18,12 @@ import fastjsonschema
 
 from scaffold.errors import InvalidRequest, LeaseConflict
 from scaffold.hub.core.limits import DEFAULT_TTL, MAX_ID
-from scaffold.hub.core.types import ApiKey, Event, Message, NewTask, Plan, Reservation, Task, Worker
+from scaffold.hub.core.types import ApiKey, Event, Message, NewTask, Plan, Reservation, Spent, Task, Worker
 from scaffold.hub.services.container import Progress, Services
 from scaffold.hub.services.queue import Queue
 from scaffold.hub.services.reservations import Reservations
 from scaffold.hub.services.team import Slot, Team
+from scaffold.hub.services.usage import Ledger, UsageStatus
 from scaffold.hub.services.walk import Entry
 from scaffold.hub.services.workers import Workers
 
@@ -155,7 +156,49 @@ def status_view(progress: Progress, workers: Workers) -> dict[str, Any]:
             "path": str(progress.trees_path),
             "merged": progress.merged,
         },
+        "usage": usage_status_view(progress.usage),
     }
+
+
+def spent_view(spent: Spent) -> dict[str, Any]:
+    return {
+        "requests": spent.requests,
+        "input_tokens": spent.input_tokens,
+        "output_tokens": spent.output_tokens,
+        "cache_read_tokens": spent.cache_read_tokens,
+        "cache_creation_tokens": spent.cache_creation_tokens,
+        "tokens": spent.tokens,
+        "cost_usd": round(spent.cost_usd, 6),
+    }
+
+
+def usage_status_view(usage: UsageStatus) -> dict[str, Any]:
+    """Compact: the status is what agents read most (MCP get_status)."""
+    budgets = usage.budgets
+    return {
+        "today": {
+            "requests": usage.today.requests,
+            "tokens": usage.today.tokens,
+            "cost_usd": round(usage.today.cost_usd, 6),
+        },
+        "burn_usd_per_hour": round(usage.last_hour.cost_usd, 6),
+        "budget": {
+            "claims": "stopped" if usage.claims_stopped else "open",
+            "reason": usage.claims_stopped,
+            "fleet_day": budgets.fleet_day.view(),
+            "worker_day": budgets.worker_day.view(),
+            "task": budgets.task.view(),
+            "task_action": budgets.task_action,
+        },
+    }
+
+
+def with_usage(ledger: Ledger, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Task views, each with what its task spent (zeros when nothing)."""
+    spent = ledger.tasks([view["id"] for view in views])
+    for view in views:
+        view["usage"] = spent_view(spent.get(view["id"], Spent()))
+    return views
 
 
 def unclaimable(ready: list[tuple[int, tuple[str, ...]]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:

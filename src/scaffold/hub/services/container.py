@@ -29,6 +29,7 @@ from scaffold.hub.services.queue import Queue, QueueSettings
 from scaffold.hub.services.reservations import Reservations
 from scaffold.hub.services.team import Team
 from scaffold.hub.services.trees import TaskTrees, Tree, Usage
+from scaffold.hub.services.usage import Ledger, UsageStatus
 from scaffold.hub.services.workers import Workers
 from scaffold.hub.store.base import Store
 
@@ -47,6 +48,7 @@ class Progress:
     trees: Usage
     trees_path: Path
     merged: int
+    usage: UsageStatus
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Services:
     trees: TaskTrees
     merges: MergeQueue
     team: Team
+    ledger: Ledger
 
     @classmethod
     def build(cls, store: Store, settings: HubSettings, clock: Clock = time.time) -> Services:
@@ -89,6 +92,9 @@ class Services:
         gate = Gate(settings.gate, settings.gate_timeout_seconds) if settings.gate else None
         merges = MergeQueue(git, trees, queue, store, messages, executor, settings.data_dir, gate)
         workers = Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting)
+        ledger = Ledger(store, clock, settings, messages)
+        queue.admit = ledger.admit
+        ledger.on_stop = queue.signal.notify
         return cls(
             store=store,
             settings=settings,
@@ -108,6 +114,7 @@ class Services:
             trees=trees,
             merges=merges,
             team=Team(store, clock, workers, settings.roles),
+            ledger=ledger,
         )
 
     async def complete_task(self, task_id: int, token: str, result: str) -> Task:
@@ -167,6 +174,7 @@ class Services:
             trees=await self.trees.usage(),
             trees_path=self.trees.path,
             merged=self.merges.merged,
+            usage=self.ledger.status(),
         )
 
     def shutdown(self) -> None:

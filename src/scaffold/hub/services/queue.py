@@ -13,7 +13,7 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -51,6 +51,8 @@ class Queue:
         self.closing = False
         self.waiting: Counter[int] = Counter()
         """Worker id -> its claims waiting right now (long polls)."""
+        self.admit: Callable[[int], None] = _admit_all
+        """Raises the HubError that refuses a worker's claim before it is tried (the budgets)."""
         self._batches: dict[
             asyncio.AbstractEventLoop, list[tuple[ClaimRequest, asyncio.Future[Task | HubError | None]]]
         ] = {}
@@ -116,6 +118,7 @@ class Queue:
         self.waiting[worker_id] += 1  # an open long poll says the worker is alive (Workers.status)
         try:
             while True:
+                self.admit(worker_id)
                 task = await self._claim_once(ClaimRequest(worker_id, narrowed, secrets.token_urlsafe(24)))
                 if task is not None:
                     return task
@@ -243,6 +246,10 @@ class Queue:
     def ready_requirements(self) -> list[tuple[int, tuple[str, ...]]]:
         """(id, required capabilities) of every ready task that requires some, in id order."""
         return self.store.ready_requirements()
+
+
+def _admit_all(worker_id: int) -> None:
+    """No gate: every claim is tried."""
 
 
 def _refuse_cycles(tasks: Sequence[NewTask], refs: dict[str, int]) -> None:

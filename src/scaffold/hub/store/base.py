@@ -12,22 +12,40 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Literal
 
 from scaffold.errors import HubError
 from scaffold.hub.core import lifecycle
 from scaffold.hub.core.lifecycle import ClaimRequest, ClaimTerms, Decide, DecideClaim
+from scaffold.hub.core.otlp import ApiRequest, MetricPoint
 from scaffold.hub.core.types import (
     ApiKey,
+    Charge,
     Event,
     Message,
     NewTask,
     Plan,
     Reservation,
     Role,
+    Spent,
     Task,
     TaskState,
     Worker,
 )
+
+UsageGroup = Literal["task", "worker", "role", "model", "day"]
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One group of requests. `key`: a task id, "between-tasks" (a worker's requests outside any
+    task) or "coordinator" (sessions that are no worker) by task; a worker id or "coordinator"
+    by worker; a role or "coordinator" by role; a model; a day (YYYY-MM-DD, UTC)."""
+
+    key: int | str
+    spent: Spent
+    outside_tasks: Spent
+    """The part of `spent` made outside any task (by worker; empty otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,42 @@ class Store(ABC):
     @abstractmethod
     def worker_events(self, worker_id: int, event_type: str, limit: int) -> list[Event]:
         """The latest events of one type about a worker (its `worker_id` column), newest first."""
+
+    # -- usage ----------------------------------------------------------------------------
+    # One row per model request. `since`/`until` bound the requests' times (None: unbounded).
+
+    @abstractmethod
+    def record_requests(self, requests: Sequence[ApiRequest]) -> list[Charge]:
+        """Store each request not stored yet (key: session and sequence), in one transaction,
+        attributed to its session's worker and to the task that worker held at the request's
+        time: its latest claim with no end (completed, failed, expired, released, cancelled)
+        between the claim and the request. A session that is no worker gets none. Returns the
+        requests stored now; one seen before is skipped."""
+
+    @abstractmethod
+    def record_metric_points(self, points: Sequence[MetricPoint]) -> int:
+        """Keep each point once: a delta point's window once; a cumulative series (series,
+        start) at its latest value. How many rows were added or moved on."""
+
+    @abstractmethod
+    def usage_by(self, group: UsageGroup, since: float | None, until: float | None) -> list[UsageRow]:
+        """The requests summed per task, worker, role, model or day; see `UsageRow.key`."""
+
+    @abstractmethod
+    def usage_total(self, since: float | None, until: float | None, worker_id: int | None = None) -> Spent:
+        """The requests in the window (of one worker) summed."""
+
+    @abstractmethod
+    def task_usage(self, task_ids: Sequence[int]) -> dict[int, Spent]:
+        """What each task spent (tasks with no request are absent)."""
+
+    @abstractmethod
+    def metric_totals(self, since: float | None, until: float | None) -> tuple[float, float]:
+        """(cost in USD, tokens) from the metrics whose points end in the window."""
+
+    @abstractmethod
+    def run_totals(self) -> dict[int, tuple[int, float]]:
+        """Worker id -> (runs, their cost in USD) from the headless runs' `worker.run` events."""
 
     # -- conveniences: the lifecycle's rules through the primitives ---------------------------
     # Written once here for every store; the Queue passes its rules with its clock.

@@ -118,4 +118,50 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX reservations_by_worker ON reservations (worker_id);
     CREATE INDEX reservations_by_task ON reservations (task_id) WHERE task_id IS NOT NULL;
     """,
+    # 3: usage. One row per model request (Claude Code's `claude_code.api_request` log event),
+    # attributed when it arrives: worker by session, task by the worker's claims at the request's
+    # time. (session_id, seq) is the request's own key, so a re-sent export inserts nothing.
+    # Costs are integer micro-dollars: sums are exact.
+    """
+    CREATE TABLE usage (
+        session_id             TEXT NOT NULL,
+        seq                    INTEGER NOT NULL,
+        at                     REAL NOT NULL,
+        day                    TEXT NOT NULL,  -- UTC day of `at`, YYYY-MM-DD
+        worker_id              INTEGER,  -- NULL: a session that is no worker (the coordinator)
+        task_id                INTEGER,  -- NULL: outside any task
+        model                  TEXT NOT NULL,
+        input_tokens           INTEGER NOT NULL,
+        output_tokens          INTEGER NOT NULL,
+        cache_read_tokens      INTEGER NOT NULL,
+        cache_creation_tokens  INTEGER NOT NULL,
+        cost_micros            INTEGER NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_by_at ON usage (at);
+    CREATE INDEX usage_by_task ON usage (task_id) WHERE task_id IS NOT NULL;
+    CREATE INDEX usage_by_worker ON usage (worker_id, at) WHERE worker_id IS NOT NULL;
+
+    -- The metrics, a cross-check of the requests. A delta point is one window of its series,
+    -- stored once (part = its end time). A cumulative point is the series' running total since
+    -- its start (part = 0), kept at its latest value.
+    CREATE TABLE metric_points (
+        series      TEXT NOT NULL,
+        start_ns    INTEGER NOT NULL,
+        part        INTEGER NOT NULL,
+        end_ns      INTEGER NOT NULL,
+        metric      TEXT NOT NULL CHECK (metric IN ('cost', 'tokens')),
+        session_id  TEXT NOT NULL,
+        model       TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        value       REAL NOT NULL,
+        PRIMARY KEY (metric, series, start_ns, part)
+    ) WITHOUT ROWID;
+    CREATE INDEX metric_points_by_end ON metric_points (end_ns);
+
+    -- A worker's claims and their ends, newest first: what a request is attributed by.
+    CREATE INDEX events_by_worker ON events (worker_id, id) WHERE worker_id IS NOT NULL;
+    -- The headless runs' own results (cost_usd), a cross-check per worker.
+    CREATE INDEX events_runs ON events (worker_id) WHERE type = 'worker.run';
+    """,
 )

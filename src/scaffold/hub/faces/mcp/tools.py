@@ -33,6 +33,7 @@ from scaffold.hub.faces.views import (
     reservation_view,
     reserve,
     status_view,
+    with_usage,
     written_view,
 )
 from scaffold.hub.services.container import Services
@@ -141,7 +142,7 @@ async def list_tasks(call: ToolCall) -> dict[str, Any]:
 
 
 async def get_task(call: ToolCall) -> dict[str, Any]:
-    return call.services.queue.get(call.args["task_id"]).public()
+    return with_usage(call.services.ledger, [call.services.queue.get(call.args["task_id"]).public()])[0]
 
 
 async def claim_task(call: ToolCall) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from scaffold.hub.core.limits import MAX_ID, MAX_SLOTS
 from scaffold.hub.core.types import TASK_STATES
 from scaffold.hub.faces.rest import exec as api_exec
 from scaffold.hub.faces.rest import files as api_files
+from scaffold.hub.faces.rest import otlp as api_otlp
 from scaffold.hub.faces.rest.http import Call, Endpoint, FastJSONResponse, LargeJSONResponse, Param
 from scaffold.hub.faces.rest.http import openapi as openapi_document
 from scaffold.hub.faces.views import (
@@ -29,6 +30,7 @@ from scaffold.hub.faces.views import (
     slot_view,
     status_view,
     team_view,
+    with_usage,
     worker_view,
 )
 from scaffold.hub.services.workers import session_tasks
@@ -86,11 +88,12 @@ async def list_tasks(call: Call) -> Response:
         limit=limit,
     )
     next_cursor = str(tasks[-1].id) if len(tasks) == limit else None
-    return ok({"tasks": [task.public() for task in tasks], "next_cursor": next_cursor})
+    views = with_usage(call.services.ledger, [task.public() for task in tasks])
+    return ok({"tasks": views, "next_cursor": next_cursor})
 
 
 async def get_task(call: Call) -> Response:
-    return ok(call.services.queue.get(call.ids["task_id"]).public())
+    return ok(with_usage(call.services.ledger, [call.services.queue.get(call.ids["task_id"]).public()])[0])
 
 
 async def claim_task(call: Call) -> Response:
@@ -160,8 +163,15 @@ def session_view(call: Call, heartbeat: bool) -> Response:
         "idle_timeout_seconds": services.settings.idle_timeout_minutes * 60,
         "heartbeat_seconds": services.settings.heartbeat_seconds,
     }
+    ledger = services.ledger
+    stopped = ledger.claims_stopped(worker.id)
     return ok(
-        {"worker": worker_view(services.workers, worker), "tasks": [claimed(task) for task in held], **rhythm}
+        {
+            "worker": worker_view(services.workers, worker),
+            "tasks": [{**claimed(task), "over_budget": ledger.over_budget(task.id)} for task in held],
+            "budget": {"claims": "stopped" if stopped else "open", "reason": stopped},
+            **rhythm,
+        }
     )
 
 
@@ -290,7 +300,8 @@ ENDPOINTS: list[Endpoint] = [
              body=s.CLAIM,
              responses={200: ("The task, with its lease_token", s.TASK),
                         204: ("No task came within `wait`", None),
-                        409: ("The worker is stopped", R("Error"))}),
+                        409: ("The worker is stopped, or a day budget is spent (`budget_exhausted`: the "
+                              "message says which)", R("Error"))}),
     Endpoint("GET", "/healthz", healthz, "Liveness (no key needed)", None,
              responses={200: ("The hub is up", s.obj(["status", "version"], status={"const": "ok"},
                                                       version={"type": "string"}))}),
@@ -409,3 +420,4 @@ ENDPOINTS: list[Endpoint] = [
 ]  # fmt: skip
 ENDPOINTS += api_exec.ENDPOINTS
 ENDPOINTS += api_files.ENDPOINTS
+ENDPOINTS += api_otlp.ENDPOINTS

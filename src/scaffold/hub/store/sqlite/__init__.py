@@ -13,12 +13,13 @@ from scaffold.hub.store.sqlite.keys import KeyStore
 from scaffold.hub.store.sqlite.records import RecordStore
 from scaffold.hub.store.sqlite.reservations import ReservationStore
 from scaffold.hub.store.sqlite.tasks import _CLAIM, TaskStore
+from scaffold.hub.store.sqlite.usage import UsageStore
 from scaffold.hub.store.sqlite.workers import WorkerStore
 
 __all__ = ["DB_FILE", "TASK_COLUMNS", "_CLAIM", "SQLiteStore"]
 
 
-class SQLiteStore(KeyStore, RecordStore, TaskStore, WorkerStore, ReservationStore):
+class SQLiteStore(KeyStore, RecordStore, TaskStore, WorkerStore, ReservationStore, UsageStore):
     @classmethod
     def in_dir(cls, data_dir: Path) -> SQLiteStore:
         return cls(data_dir / DB_FILE)

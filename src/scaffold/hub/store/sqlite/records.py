@@ -76,8 +76,7 @@ class RecordStore(Connection):
         return [_event(r) for r in rows]
 
     def worker_events(self, worker_id: int, event_type: str, limit: int) -> list[Event]:
-        # No index on worker_id: this walks the log from its newest end, which is short work for
-        # a worker that ran lately, and this is read on request only (scaffold team status).
+        # events_by_worker: a seek to the worker, then its events newest first.
         with self._read() as db:
             rows = db.execute(
                 "SELECT * FROM events WHERE worker_id = ? AND type = ? ORDER BY id DESC LIMIT ?",

@@ -21,6 +21,12 @@ class WorkerStore(Connection):
                 (session_id, role, _json_list(sorted(set(capabilities))), now, now, now),
             ).fetchone()
             self._event(db, "worker.registered", now, worker_id=row[0], role=role)
+            # The session's requests that arrived before it registered are its worker's, between
+            # tasks (it could hold none yet).
+            db.execute(
+                "UPDATE usage SET worker_id = ? WHERE session_id = ? AND worker_id IS NULL",
+                (row[0], session_id),
+            )
             return self._worker_by_id(db, int(row[0]))
 
     def get_worker(self, worker_id: int) -> Worker:
