@@ -23,7 +23,8 @@ import pytest
 from scaffold.errors import Conflict, InvalidRequest, LeaseConflict, NotFound, Reserved
 from scaffold.hub.core import lifecycle
 from scaffold.hub.core.lifecycle import ClaimRequest, ClaimTerms, Transition
-from scaffold.hub.core.types import TASK_STATES, NewTask, Plan, Role, Task, Worker
+from scaffold.hub.core.otlp import ApiRequest, MetricPoint
+from scaffold.hub.core.types import TASK_STATES, NewTask, Plan, Role, Spent, Task, Worker
 from scaffold.hub.store.base import Store, TaskFilter
 
 T0 = 1_000_000.0
@@ -743,6 +744,63 @@ class StorageContract:
         assert got is not None and (got.id, got.lease_token, got.lease_expires_at) == (best.id, "tok", T0 + 9)
         assert event_types(store, last) == ["task.claimed"]
         assert store.get_worker(worker.id).last_seen == T0 + 2
+
+    # -- usage --------------------------------------------------------------------------------
+
+    def test_requests_are_stored_once_and_attributed_to_the_task_held_at_their_time(
+        self, store: Store
+    ) -> None:
+        worker = register(store)
+        first, second = store.create_tasks([new("a"), new("b")], 3, ACTOR, T0)[0]
+        held = claimed(store, worker, T0 + 10)
+        complete(store, held.id, held.lease_token or "", "ok", T0 + 20)
+        held = claimed(store, worker, T0 + 30)
+        fail(store, held.id, held.lease_token or "", "no", T0 + 40)
+        at = [T0 + 5, T0 + 15, T0 + 25, T0 + 35, T0 + 45]
+        charged = store.record_requests([request("session-1", n, when) for n, when in enumerate(at)])
+        assert [(c.worker_id, c.task_id) for c in charged] == [
+            (worker.id, None),
+            (worker.id, first.id),
+            (worker.id, None),
+            (worker.id, second.id),
+            (worker.id, None),
+        ]
+        assert store.record_requests([request("session-1", 1, T0 + 15)]) == []  # seen before
+        assert store.task_usage([first.id, second.id, 999]) == {
+            first.id: Spent(1, 1, 2, 3, 4, 10),
+            second.id: Spent(1, 3, 2, 3, 4, 10),
+        }
+        assert store.usage_total(None, None).requests == 5
+        assert store.usage_total(T0 + 10, T0 + 30).requests == 2
+        assert store.usage_total(None, None, worker.id).requests == 5
+
+    def test_a_sessions_requests_become_its_workers_when_it_registers(self, store: Store) -> None:
+        (charge,) = store.record_requests([request("late", 1, T0)])
+        assert (charge.worker_id, charge.task_id) == (None, None)
+        assert [row.key for row in store.usage_by("worker", None, None)] == ["coordinator"]
+        worker = register(store, "late", now=T0 + 1)
+        (row,) = store.usage_by("worker", None, None)
+        assert row.key == worker.id and row.outside_tasks == row.spent == Spent(1, 1, 2, 3, 4, 10)
+
+    def test_metric_points_count_each_window_once_and_a_cumulative_series_at_its_latest(
+        self, store: Store
+    ) -> None:
+        delta = [point("cost", 0.5, 0, 10), point("cost", 0.5, 0, 10), point("cost", 0.25, 10, 20)]
+        cumulative = [
+            point("tokens", 5, 0, 10, True),
+            point("tokens", 9, 0, 20, True),
+            point("tokens", 7, 0, 15, True),
+        ]
+        store.record_metric_points(delta + cumulative)
+        assert store.metric_totals(None, None) == (0.75, 9.0)
+
+
+def request(session: str, sequence: int, at: float) -> ApiRequest:
+    return ApiRequest(session, sequence, at, "model", sequence, 2, 3, 4, 10)
+
+
+def point(metric: str, value: float, start: int, end: int, cumulative: bool = False) -> MetricPoint:
+    return MetricPoint(metric, "s", "model", "", f'{{"m":"{metric}"}}', cumulative, start, end, value)
 
 
 class LifecycleContract:
