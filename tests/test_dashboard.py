@@ -1,7 +1,8 @@
 """The dashboard at the hub's root: served safely, and its script works against a real hub.
 
 The script runs in node (tests/js/dashboard_shim.mjs gives it the few DOM calls it makes), so
-its requests, the key handling and the event-stream parsing are exercised for real.
+its requests, the key handling and the event-stream parsing are exercised for real. Spend is fed
+through the hub's real OTLP endpoint, in the shape Claude Code 2.1.329 exports.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,28 @@ from tests.hubproc import HubProcess, running_hub, write_config
 
 DASHBOARD = REPO / "src/scaffold/hub/faces/dashboard"
 SHIM = REPO / "tests/js/dashboard_shim.mjs"
+# The shim prints the board's original elements; this wraps it to print the spend section's too.
+SPEND = [
+    "spend-today",
+    "budget",
+    "budgets",
+    "spend-problem",
+    "spend-tasks",
+    "spend-more",
+    "spend-workers",
+    "spend-total",
+]
+WITH_SPEND = f"""
+import {{ pathToFileURL }} from "node:url";
+const print = console.log;
+console.log = (line) => {{
+  const shown = JSON.parse(line);
+  for (const id of {json.dumps(SPEND)}) shown[id] = document.getElementById(id).text();
+  shown.budgetClass = document.getElementById("budget").className;
+  print(JSON.stringify(shown));
+}};
+await import(pathToFileURL({json.dumps(str(SHIM))}).href);
+"""
 AGENT, VIEWER = "agent-key-for-the-dashboard", "viewer-key-for-the-dashboard"
 ADMIN = "admin-key-for-the-dashboard"
 
@@ -69,11 +94,70 @@ def test_the_script_uses_only_get_routes_a_viewer_may_read_and_never_parses_html
     assert "localStorage" not in script  # the key lives only as long as the tab
 
 
+def test_every_element_the_script_names_is_on_the_page() -> None:
+    script = (DASHBOARD / "dashboard.js").read_text(encoding="utf-8")
+    page = (DASHBOARD / "index.html").read_text(encoding="utf-8")
+    named = set(re.findall(r'\$\("([a-z-]+)"\)', script))
+    assert set(SPEND) <= named
+    assert named <= set(re.findall(r'id="([a-z-]+)"', page)), named
+
+
+Request = tuple[int, int, int, int, int]  # input, output, cache read, cache creation tokens; micro-dollars
+
+
+def api_requests(session: str, requests: Sequence[Request], first: int = 1) -> dict[str, Any]:
+    """An OTLP logs export as Claude Code sends it: one `claude_code.api_request` record per
+    request, made now, numbered from `first` (the hub keeps one request per session and number)."""
+
+    def attribute(key: str, value: str | int) -> dict[str, Any]:
+        typed = {"stringValue": value} if isinstance(value, str) else {"intValue": value}
+        return {"key": key, "value": typed}
+
+    records = []
+    for sequence, (given, made, read, cached, micros) in enumerate(requests, start=first):
+        now = time.time()
+        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        attributes = [
+            attribute("session.id", session),
+            attribute("event.name", "api_request"),
+            attribute("event.timestamp", stamp),
+            attribute("event.sequence", sequence),
+            attribute("model", "claude-opus-5-5"),
+            attribute("input_tokens", given),
+            attribute("output_tokens", made),
+            attribute("cache_read_tokens", read),
+            attribute("cache_creation_tokens", cached),
+            attribute("cost_usd_micros", micros),
+            {"key": "cost_usd", "value": {"doubleValue": micros / 1e6}},
+        ]
+        nanos = str(int(now * 1e9))
+        records.append(
+            {
+                "timeUnixNano": nanos,
+                "observedTimeUnixNano": nanos,
+                "body": {"stringValue": "claude_code.api_request"},
+                "attributes": attributes,
+            }
+        )
+    service = [attribute("service.name", "claude-code"), attribute("service.version", "2.1.329")]
+    resource = {"attributes": service}
+    scope = {"name": "com.anthropic.claude_code.events", "version": "2.1.329"}
+    return {"resourceLogs": [{"resource": resource, "scopeLogs": [{"scope": scope, "logRecords": records}]}]}
+
+
+def export(hub: HubProcess, key: str, session: str, requests: Sequence[Request], first: int = 1) -> None:
+    with hub.client(key) as otlp:
+        sent = otlp.post("/otlp/v1/logs", json=api_requests(session, requests, first))
+    assert sent.status_code == 200 and sent.json() == {"partialSuccess": {}}, sent.text
+
+
 def watch(hub: HubProcess, key: str, tmp_path: Path) -> dict[str, Any]:
     node = shutil.which("node")
     assert node is not None, "node is needed to run the dashboard's script"
+    harness = tmp_path / "with_spend.mjs"
+    harness.write_text(WITH_SPEND, encoding="utf-8")
     done = subprocess.run(
-        [node, str(SHIM), hub.url, key, str(DASHBOARD / "dashboard.js")],
+        [node, str(harness), hub.url, key, str(DASHBOARD / "dashboard.js")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -145,3 +229,39 @@ def test_the_team_shows_its_slots_and_their_screens_only_to_a_key_that_may_see_t
     assert shown["screens"] == "Screens are hidden: this needs the admin role; key 'viewer' is viewer"
     assert [row[0] for row in shown["team"]] == ["w1", ["(no screen yet)"], "w2", ["(no screen yet)"]]
     assert screen not in json.dumps(shown)
+
+
+def test_the_dashboard_shows_what_each_task_and_worker_cost(tmp_path: Path) -> None:
+    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    with running_hub(write_config(tmp_path, keys=keys)) as hub, hub.client(AGENT) as rest:
+        worker = rest.post("/v1/workers", json={"session_id": "spend-1", "role": "backend"}).json()
+        rest.post("/v1/workers", json={"session_id": "spend-2", "role": "backend"})
+        task = rest.post("/v1/tasks", json={"title": "Price the <b>form</b>", "instructions": "x"}).json()
+        assert rest.post("/v1/tasks/claim", json={"worker_id": worker["id"]}).json()["id"] == task["id"]
+        export(hub, AGENT, "spend-1", [(1000, 200, 5000, 300, 123400), (10, 20, 0, 0, 600)])
+        export(hub, AGENT, "spend-2", [(100, 50, 0, 0, 10000)])  # a worker without a task
+        export(hub, AGENT, "spend-coordinator", [(400, 100, 0, 0, 50000)])  # no worker: the coordinator's
+        shown = watch(hub, VIEWER, tmp_path)
+
+    assert shown["problem"] == "" and shown["spend-problem"] == ""
+    today = "Today (UTC): $0.1840 in 4 requests, 7,180 tokens; burn rate $0.1840/h"
+    assert shown["spend-today"].startswith(today)
+    assert shown["budget"] == "Claims open" and shown["budgetClass"] == ""
+    assert shown["budgets"] == "No budgets set"
+    first, *others = shown["spend-tasks"]
+    assert first[:3] == [str(task["id"]), "claimed", str(worker["id"])]
+    assert first[3:] == ["2", "6,530", "$0.1240", "Price the <b>form</b>"]  # text, as written
+    assert {row[6]: row[3:6] for row in others} == {
+        "coordinator and other sessions": ["1", "500", "$0.0500"],
+        "between tasks": ["1", "150", "$0.0100"],
+    }
+    assert shown["spend-more"] == ""
+    workers = {row[0]: row[1:] for row in shown["spend-workers"]}
+    assert workers.pop("coordinator and other sessions")[-1] == "$0.0500"
+    assert [row for label, row in workers.items() if str(worker["id"]) in label] == [
+        ["2", "6,530", "$0.1240", "$0.0000", "-", "$0.1240"]
+    ]
+    assert shown["spend-total"] == (
+        "All time: $0.1840 in 4 requests, 7,180 tokens. Cross-check: the metrics say $0.0000 and 0 tokens; "
+        "headless runs reported $0.0000 in 0 runs"
+    )

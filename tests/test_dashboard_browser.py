@@ -3,8 +3,9 @@ through Debian's chromedriver, against a real hub on 127.0.0.1.
 
 It loads the page as a person does (the key typed into the form), sees a slot's live screen and
 its update, keeps a screenshot as a test artifact ($TEST_ARTIFACTS, default <repo>/test-artifacts/),
-and checks that a viewer's key shows no screen. Nothing is downloaded: the driver is given
-Debian's chromedriver and Chromium, so selenium's own driver manager never runs.
+and checks that a viewer's key shows no screen; and it sees what a task cost, fed through the hub's
+OTLP endpoint, and the claims stop when the fleet's budget is spent. Nothing is downloaded: the
+driver is given Debian's chromedriver and Chromium, so selenium's own driver manager never runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from tests.conftest import REPO, require_tool
 from tests.hubproc import HubProcess, running_hub, write_config
+from tests.test_dashboard import export
 
 ADMIN, AGENT, VIEWER = "admin-key-for-the-browser", "agent-key-for-the-browser", "viewer-key-for-the-browser"
 WAIT = 10.0  # seconds: the bound of every wait on the page
@@ -126,3 +128,52 @@ def test_the_dashboard_shows_a_live_screen_to_an_admin_and_none_to_a_viewer(
     assert browser.find_element(By.CSS_SELECTOR, "#team tr").text.split()[0] == "w1"
     assert "screen of w1" not in browser.page_source
     assert not browser.find_element(By.CSS_SELECTOR, "#team pre.screen").is_displayed()
+
+
+def test_the_dashboard_shows_what_a_task_cost_and_when_the_budget_stops_the_claims(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    keys = [("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)]
+    config = write_config(tmp_path, keys=keys)
+    with config.open("a", encoding="utf-8") as toml:
+        toml.write("[budget]\nfleet_day_usd = 0.5\ntask_usd = 1.0\n")
+
+    def text(driver: WebDriver, element: str) -> str:
+        return str(driver.find_element(By.ID, element).text)
+
+    with running_hub(config) as hub, hub.client(AGENT) as rest:
+        worker = rest.post("/v1/workers", json={"session_id": "spend-w1", "role": "backend"}).json()
+        task = rest.post("/v1/tasks", json={"title": "Price the login form", "instructions": "x"}).json()
+        assert rest.post("/v1/tasks/claim", json={"worker_id": worker["id"]}).json()["id"] == task["id"]
+        export(hub, AGENT, "spend-w1", [(1000, 200, 5000, 300, 123400), (10, 20, 0, 0, 600)])
+        export(hub, AGENT, "spend-coordinator", [(400, 100, 0, 0, 50000)])
+
+        browser.get(hub.url + "/")
+        log_in(browser, VIEWER)
+        WebDriverWait(browser, WAIT).until(lambda d: "$0.1240" in text(d, "spend-tasks"))
+        row = browser.find_element(By.CSS_SELECTOR, "#spend-tasks tr").text
+        assert row == f"{task['id']} claimed {worker['id']} 2 6,530 $0.1240 Price the login form"
+        assert text(browser, "spend-today").startswith("Today (UTC): $0.1740 in 3 requests, 7,030 tokens")
+        assert text(browser, "budget") == "Claims open"
+        assert text(browser, "budgets") == (
+            "Budgets: fleet per day $0.5000 (35% today), task $1.00, a task over its budget: warn"
+        )
+
+        export(hub, AGENT, "spend-coordinator", [(400, 100, 0, 0, 400000)], first=2)  # $0.574 of $0.50
+        WebDriverWait(browser, WAIT).until(lambda d: text(d, "budget").startswith("Claims stopped: "))
+        budget = browser.find_element(By.ID, "budget")
+        assert budget.get_attribute("class") == "budget-stopped"
+        assert budget.text.startswith("Claims stopped: the fleet's budget for ")
+        assert "is spent: $0.57 of $0.50" in budget.text
+        assert text(browser, "budgets").startswith("Budgets: fleet per day $0.5000 (115% today)")
+        assert text(browser, "spend-today").startswith("Today (UTC): $0.5740 in 4 requests, 7,530 tokens")
+        assert "All time: $0.5740" in text(browser, "spend-total")
+        shot = artifacts() / "dashboard-spend.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 1000
+        assert AGENT not in browser.page_source and VIEWER not in browser.page_source
+        other = rest.post("/v1/workers", json={"session_id": "spend-w2", "role": "backend"}).json()
+        refused = rest.post("/v1/tasks/claim", json={"worker_id": other["id"]})
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "budget_exhausted"

@@ -181,7 +181,7 @@ class Ledger:
                 "fleet_day_tokens); no new claims until 00:00 UTC or a higher budget in hub.toml"
             )
             self._tell("coordinator", f"Budget: {today.fleet_stop}. Tasks already claimed go on.")
-            self._record("budget.exhausted", scope="fleet", reason=today.fleet_stop)
+            self._event("budget.exhausted", scope="fleet", reason=today.fleet_stop)
             stopped = True
         if self.budgets.worker_day.set:
             for worker_id in sorted(workers - today.worker_stops.keys()):
@@ -195,7 +195,7 @@ class Ledger:
                     today.worker_stops[worker_id] = why
                     self._tell("coordinator", f"Budget: {why}.")
                     self._tell(worker_id, f"Budget: {why}. Finish the task you hold, then stop.")
-                    self._record("budget.exhausted", worker_id=worker_id, scope="worker", reason=why)
+                    self._event("budget.exhausted", worker_id=worker_id, scope="worker", reason=why)
                     stopped = True
         if stopped:
             self.on_stop()
@@ -215,7 +215,7 @@ class Ledger:
             ):
                 continue  # reported before this hub started
             now = self.clock()
-            self._record(
+            self._event(
                 "task.over_budget", task_id=task_id, worker_id=worker_id, action=self.budgets.task_action
             )
             if fail:
@@ -237,7 +237,7 @@ class Ledger:
         except HubError as error:  # a worker deleted meanwhile: the coordinator still hears
             log.warning("budget message to %s not sent: %s", to, error.message)
 
-    def _record(
+    def _event(
         self, event_type: str, *, task_id: int | None = None, worker_id: int | None = None, **data: object
     ) -> None:
         self.store.append_event(

@@ -1,5 +1,5 @@
-// The hub's dashboard: status, the team's slots with their live screens, workers, tasks in flight
-// and the live event stream, read with an API key through the same REST API as everything else. The key stays in this tab's
+// The hub's dashboard: status, spend and budgets, the team's slots with their live screens, workers,
+// tasks in flight and the live event stream, read with an API key through the same REST API as everything else. The key stays in this tab's
 // sessionStorage. Every value from the hub is shown with textContent, never parsed as HTML.
 "use strict";
 
@@ -9,6 +9,10 @@ const MAX_EVENTS = 200;
 const IN_FLIGHT = ["claimed", "ready", "blocked"];
 const TEAM_MS = 1000;
 const TEAM_COLUMNS = 8;
+const TOP_TASKS = 20;
+const ASIDE = ["between-tasks", "coordinator"];  // the usage rows that are no task
+// hub.toml [budget] as /v1/status `usage.budget` shows it: each limit's usd and tokens (null: none).
+const BUDGETS = [["fleet_day", "fleet per day"], ["worker_day", "worker per day"], ["task", "task"]];
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,6 +45,17 @@ async function api(path) {
 function ago(seconds) {
   const s = Math.max(0, Date.now() / 1000 - seconds);
   return s < 90 ? Math.round(s) + " s ago" : Math.round(s / 60) + " min ago";
+}
+
+// Dollars: four decimals below $1, where a request costs fractions of a cent; cents above.
+function usd(x) {
+  if (x === null || x === undefined) return null;
+  if (Math.abs(x) < 1) return "$" + x.toFixed(4);
+  return "$" + x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+function tokens(n) {
+  return n === null || n === undefined ? null : n.toLocaleString("en-US");
 }
 
 function idle(seconds) {
@@ -139,6 +154,67 @@ async function followTeam() {
   }
 }
 
+// Spend: today's total and burn rate and the budget state come with the status; the tables are
+// all-time, from GET /v1/usage (highest cost first, as the hub sorts them).
+function showToday(usage) {
+  const today = usage.today;
+  $("spend-today").textContent = "Today (UTC): " + usd(today.cost_usd) + " in " + tokens(today.requests) +
+    " requests, " + tokens(today.tokens) + " tokens; burn rate " + usd(usage.burn_usd_per_hour) +
+    "/h (the last hour)";
+}
+
+function share(part, whole) {
+  return part === null ? "" : " (" + Math.round(100 * part / whole) + "% today)";
+}
+
+function showBudget(budget, today) {
+  const limits = [];
+  for (const [name, what] of BUDGETS) {
+    const limit = budget[name];
+    const spent = name === "fleet_day" ? today : null;  // the status has the fleet's day, not a worker's
+    if (limit.usd) limits.push(what + " " + usd(limit.usd) + share(spent && spent.cost_usd, limit.usd));
+    if (limit.tokens) limits.push(what + " " + tokens(limit.tokens) + " tokens" + share(spent && spent.tokens, limit.tokens));
+  }
+  if (budget.task.usd || budget.task.tokens) limits.push("a task over its budget: " + budget.task_action);
+  const stopped = budget.claims === "stopped";
+  $("budget").textContent = stopped ? "Claims stopped: " + (budget.reason || "a budget is spent") : "Claims open";
+  $("budget").className = stopped ? "budget-stopped" : "";
+  $("budgets").textContent = limits.length ? "Budgets: " + limits.join(", ") : "No budgets set";
+}
+
+function showSpendTables(byTask, byWorker) {
+  const tasks = byTask.rows.filter((row) => !ASIDE.includes(row.key));
+  const shown = [...tasks.slice(0, TOP_TASKS), ...byTask.rows.filter((row) => ASIDE.includes(row.key))];
+  fill($("spend-tasks"), shown, [
+    (r) => [ASIDE.includes(r.key) ? null : r.key], (r) => [r.state, r.state], (r) => [r.worker_id],
+    (r) => [tokens(r.requests)], (r) => [tokens(r.tokens)], (r) => [usd(r.cost_usd)],
+    (r) => [r.label, ASIDE.includes(r.key) ? "aside" : ""],
+  ]);
+  // The hub sends the costliest rows only (100): what the table leaves out is the total less what it shows.
+  const left = byTask.total.cost_usd - shown.reduce((sum, row) => sum + row.cost_usd, 0);
+  $("spend-more").textContent = tasks.length > TOP_TASKS ? "Other tasks: " + usd(Math.max(0, left)) : "";
+  fill($("spend-workers"), byWorker.rows, [
+    (r) => [r.label, r.key === "coordinator" ? "aside" : ""], (r) => [tokens(r.requests)], (r) => [tokens(r.tokens)],
+    (r) => [usd(r.tasks_cost_usd)], (r) => [usd(r.between_tasks_cost_usd)],
+    (r) => [r.runs && r.runs.count ? r.runs.count + " runs, " + usd(r.runs.cost_usd) : null],
+    (r) => [usd(r.cost_usd)],
+  ]);
+  const total = byTask.total;
+  // The metrics and the headless runs' own results are counted apart: shown as a cross-check.
+  $("spend-total").textContent = "All time: " + usd(total.cost_usd) + " in " + tokens(total.requests) +
+    " requests, " + tokens(total.tokens) + " tokens. Cross-check: the metrics say " +
+    usd(byTask.metrics.cost_usd) + " and " + tokens(byTask.metrics.tokens) + " tokens; headless runs reported " +
+    usd(byTask.runs.cost_usd) + " in " + byTask.runs.count + " runs";
+}
+
+async function refreshSpend(usage) {
+  if (!usage) throw new Error("this hub does not report usage");
+  showToday(usage);
+  showBudget(usage.budget, usage.today);
+  const [byTask, byWorker] = await Promise.all([api("/v1/usage?by=task"), api("/v1/usage?by=worker")]);
+  showSpendTables(byTask, byWorker);
+}
+
 async function refresh() {
   const status = await api("/v1/status");
   const progress = status.progress;
@@ -161,6 +237,12 @@ async function refresh() {
     (t) => [t.id], (t) => [t.state, t.state], (t) => [t.priority], (t) => [t.attempts + "/" + t.max_attempts],
     (t) => [t.worker_id], (t) => [t.title],
   ]);
+  try {  // the rest of the board stands without it
+    await refreshSpend(status.usage);
+    $("spend-problem").textContent = "";
+  } catch (error) {
+    $("spend-problem").textContent = "Spend: " + error.message;
+  }
 }
 
 function showEvent(event) {
