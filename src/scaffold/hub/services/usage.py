@@ -9,6 +9,7 @@ memory (read from the store once a day), a task's is summed when a request of it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -28,6 +29,8 @@ log = logging.getLogger("scaffold.hub")
 
 DAY = 86_400.0
 SENDER = "hub"
+CHUNK = 50
+"""Requests (or points) stored in one transaction: ~0.6 ms, so a claim waits no longer behind them."""
 
 
 def day_start(at: float) -> float:
@@ -113,16 +116,23 @@ class Ledger:
 
     # -- taking usage in ------------------------------------------------------------------
 
-    def take_logs(self, document: Any) -> otlp.Logs:
+    async def take_logs(self, document: Any) -> otlp.Logs:
+        """Parse the whole export first (a bad record refuses all of it), then store it in parts,
+        letting the event loop serve claims between them. A part stored before a crash is not
+        counted again when the export is sent again."""
         logs = otlp.parse_logs(document)
-        if logs.requests:
-            self.charge(self.store.record_requests(logs.requests))
+        for start in range(0, len(logs.requests), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            self.charge(self.store.record_requests(logs.requests[start : start + CHUNK]))
         return logs
 
-    def take_metrics(self, document: Any) -> otlp.Metrics:
+    async def take_metrics(self, document: Any) -> otlp.Metrics:
         metrics = otlp.parse_metrics(document)
-        if metrics.points:
-            self.store.record_metric_points(metrics.points)
+        for start in range(0, len(metrics.points), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            self.store.record_metric_points(metrics.points[start : start + CHUNK])
         return metrics
 
     def charge(self, charges: Sequence[Charge]) -> None:

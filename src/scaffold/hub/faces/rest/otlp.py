@@ -37,12 +37,12 @@ async def _document(call: Call) -> Any:
 
 
 async def export_logs(call: Call) -> Response:
-    call.services.ledger.take_logs(await _document(call))
+    await call.services.ledger.take_logs(await _document(call))
     return FastJSONResponse({"partialSuccess": {}})
 
 
 async def export_metrics(call: Call) -> Response:
-    call.services.ledger.take_metrics(await _document(call))
+    await call.services.ledger.take_metrics(await _document(call))
     return FastJSONResponse({"partialSuccess": {}})
 
 
