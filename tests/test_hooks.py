@@ -336,6 +336,144 @@ def test_the_hub_going_away_during_the_wait_lets_the_worker_stop(tmp_path: Path,
     assert ran.seconds < 20.0 and "vps hub" in ran.answer["systemMessage"]
 
 
+# -- budgets (hub.toml [budget]) ---------------------------------------------------------------
+
+SPENT = itertools.count(1)
+
+
+def budget_hub(directory: Path, **budget: float | str) -> Path:
+    """A hub.toml with a [budget] table (write_config knows none)."""
+    config = write_config(directory, keys=[("agent", "agent", AGENT), ("viewer", "viewer", VIEWER)])
+    table = "".join(f"{name} = {json.dumps(value)}\n" for name, value in budget.items())
+    config.write_text(config.read_text() + "[budget]\n" + table, encoding="utf-8")
+    return config
+
+
+def spend(hub: HubProcess, session: str, usd: float, key: str = AGENT, model: str = "claude-test") -> None:
+    """One model request of `session`, made now and costing `usd` (1,100 tokens), sent as Claude
+    Code exports it."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    values = {
+        "session.id": {"stringValue": session},
+        "event.name": {"stringValue": "api_request"},
+        "event.timestamp": {"stringValue": stamp},
+        "event.sequence": {"intValue": next(SPENT)},
+        "model": {"stringValue": model},
+        "input_tokens": {"intValue": 1000},
+        "output_tokens": {"intValue": 100},
+        "cache_read_tokens": {"intValue": 0},
+        "cache_creation_tokens": {"intValue": 0},
+        "cost_usd_micros": {"intValue": round(usd * 1e6)},
+    }
+    record = {
+        "timeUnixNano": str(int(now * 1e9)),
+        "body": {"stringValue": "claude_code.api_request"},
+        "attributes": [{"key": key, "value": value} for key, value in values.items()],
+    }
+    export = {"resourceLogs": [{"resource": {"attributes": []}, "scopeLogs": [{"logRecords": [record]}]}]}
+    with hub.client(key) as rest:
+        answer = rest.post("/otlp/v1/logs", json=export)
+        assert answer.status_code == 200, answer.text
+
+
+def test_a_spent_fleet_budget_lets_an_idle_worker_stop_with_the_hubs_reason(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    with running_hub(budget_hub(tmp_path, fleet_day_usd=0.05)) as own_hub:
+        session, worker_id, role = new_worker(own_hub)
+        waiting = create(own_hub, "never claimed", role)
+        spend(own_hub, session, 0.06)
+        ran = run_hook(
+            "worker-stop-check.py",
+            stop_event(session),
+            url=own_hub.url,
+            state_dir=state_dir,
+            args=("--wait", "5"),
+        )
+        assert ran.answer is not None and "decision" not in ran.answer, ran.answer
+        message = ran.answer["systemMessage"]
+        assert f"vps worker {worker_id}" in message and "no new claims" in message
+        assert "$0.05" in message and "fleet_day_usd" in message  # the hub's own reason, passed on
+        assert ran.seconds < 5.0  # refused at once, not after the wait
+        assert worker(own_hub, worker_id)["status"] == "stopped"
+        assert task(own_hub, waiting["id"])["state"] == "ready"
+
+
+def test_a_task_over_its_budget_is_named_and_the_hubs_budget_message_shown_once(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    with running_hub(budget_hub(tmp_path, task_usd=0.05, task_action="warn")) as own_hub:
+        session, worker_id, role = new_worker(own_hub)
+        create(own_hub, "costly", role)
+        held = claim(own_hub, worker_id)
+        time.sleep(0.01)  # the request comes after the claim, to the millisecond
+        spend(own_hub, session, 0.07)
+        hook: dict[str, Any] = {"url": own_hub.url, "state_dir": state_dir, "args": ("--wait", "0")}
+        ran = run_hook("worker-stop-check.py", stop_event(session), **hook)
+        assert ran.answer is not None and ran.answer["decision"] == "block", ran.answer
+        reason = ran.answer["reason"]
+        assert f"You still hold task {held['id']}" in reason and "It is over its budget:" in reason
+        told = reason.split("From the hub:", 1)
+        assert len(told) == 2 and f"Budget: task {held['id']}" in told[1], reason
+        again = run_hook("worker-stop-check.py", stop_event(session, active=True), **hook)
+        assert again.answer is not None and again.answer["decision"] == "block"
+        assert "It is over its budget:" in again.answer["reason"]
+        assert "From the hub:" not in again.answer["reason"]  # each message once
+        assert task(own_hub, held["id"])["state"] == "claimed"  # "warn": the task goes on
+        finish(own_hub, held)
+
+
+def test_budget_messages_of_other_senders_or_for_others_are_not_passed_on(
+    hub: HubProcess, state_dir: Path
+) -> None:
+    session, worker_id, role = new_worker(hub)
+    create(hub, "held", role)
+    held = claim(hub, worker_id)
+    with hub.client(AGENT) as rest:
+        for to, body in (("all", "Budget: for everyone"), (f"worker:{worker_id}", "not about money")):
+            assert rest.post("/v1/messages", json={"to": to, "body": body}).status_code == 201
+    ran = run_hook(
+        "worker-stop-check.py", stop_event(session), url=hub.url, state_dir=state_dir, args=("--wait", "0")
+    )
+    assert ran.answer is not None and "From the hub:" not in ran.answer["reason"], ran.answer
+    assert "over its budget" not in ran.answer["reason"]
+    finish(hub, held)
+
+
+# -- the telemetry header helper ----------------------------------------------------------------
+
+
+def run_helper(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """otel-headers.py as Claude Code runs it: through a shell, in the session's directory."""
+    command = f'python3 -S -E -s "{HOOKS / "otel-headers.py"}"'
+    environment = {"PATH": os.environ.get("PATH", ""), **env}
+    return subprocess.run(
+        ["sh", "-c", command], cwd=cwd, env=environment, capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+
+
+def test_the_header_helper_prints_the_key_from_the_environment_or_the_local_settings(tmp_path: Path) -> None:
+    printed = run_helper(tmp_path, VPS_API_KEY="key-from-the-environment")
+    assert printed.returncode == 0 and json.loads(printed.stdout) == {
+        "Authorization": "Bearer key-from-the-environment"
+    }
+    (tmp_path / ".claude").mkdir()
+    local = {"env": {"VPS_API_KEY": "key-from-local-settings"}}
+    (tmp_path / ".claude" / "settings.local.json").write_text(json.dumps(local))
+    (tmp_path / "sub").mkdir()
+    printed = run_helper(tmp_path / "sub")  # as hooklib reads it: this directory or a parent
+    assert printed.returncode == 0 and json.loads(printed.stdout) == {
+        "Authorization": "Bearer key-from-local-settings"
+    }
+
+
+def test_the_header_helper_without_a_key_prints_nothing_and_says_why(tmp_path: Path) -> None:
+    printed = run_helper(tmp_path)
+    assert printed.returncode == 1 and printed.stdout == ""
+    assert printed.stderr.strip().count("\n") == 0 and "no VPS_API_KEY" in printed.stderr
+
+
 # -- SessionStart and PostToolUse --------------------------------------------------------------
 
 

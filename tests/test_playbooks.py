@@ -345,6 +345,26 @@ def test_the_texts_describe_one_commit_per_task_on_main(project: Path) -> None:
         assert claim not in everything, f"a rendered text still says {claim!r}"
 
 
+def test_spend_and_budgets_are_explained_where_telemetry_is_on_and_nowhere_else(tmp_path: Path) -> None:
+    on = render(tmp_path / "on", save_key=True).dest
+    guide = (on / "docs/setup-guide.md").read_text(encoding="utf-8")
+    assert "python3 .claude/skills/vps-workspace/scripts/vps.py usage --by task" in guide
+    assert "claude --settings .claude/telemetry.json" in guide and "telemetry=false" in guide
+    budget = (on / "vps/hub.toml").read_text(encoding="utf-8").split("\n[budget]\n", 1)[1].split("\n[", 1)[0]
+    for key in re.findall(r"^# ([a-z_]+) = ", budget, flags=re.M):
+        assert f"`{key}" in guide, f"the setup guide's budget table lacks {key}"
+    coordinator = (on / ".claude/COORDINATOR_CLAUDE.md").read_text(encoding="utf-8")
+    assert "usage --by task" in coordinator and "Budget: task N" in coordinator
+    assert '"Budget:"' in (on / ".claude/WORKER_CLAUDE.md").read_text(encoding="utf-8")
+    off = render(tmp_path / "off", telemetry=False).dest
+    for pattern in TEXTS:
+        for path in off.glob(pattern):
+            text = path.read_text(encoding="utf-8")
+            assert "telemetry.json" not in text and "vps.py usage" not in text, path
+            assert "Budget:" not in text, path
+    assert "telemetry=true" in (off / "docs/setup-guide.md").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("check", "wrong"),
     [

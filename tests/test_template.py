@@ -15,9 +15,14 @@ import jsonschema
 import pytest
 import yaml
 
+from scaffold.hub.core.settings import HubSettings, load_settings
 from scaffold.render import bundled_template
 from scaffold.wizard import NewProject
 from tests.conftest import git, render
+from tests.fakemodel import Call, End, FakeModel, Policy, Step, Usage
+from tests.hubproc import running_hub, write_config
+from tests.test_api import serving
+from tests.test_mcp import claude_env, trusting_home
 
 EXPECTED_FILES = [
     "CLAUDE.md",
@@ -111,6 +116,115 @@ def test_the_schema_check_can_fail(rendered: NewProject, settings_schema: Path) 
     settings["permissions"]["defaultMode"] = "whenever"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(settings, schema, cls=jsonschema.validators.validator_for(schema))
+
+
+TELEMETRY_ENV = {
+    "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+    "OTEL_LOGS_EXPORT_INTERVAL": "5000",
+    "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+}
+
+
+def test_telemetry_settings_point_claude_code_at_the_hub_without_the_key(
+    rendered: NewProject, settings_schema: Path
+) -> None:
+    """On by default: .claude/telemetry.json (for `claude --settings`) holds the exporter's variables,
+    .claude/settings.json the helper that gives it the key; neither holds the key."""
+    schema = json.loads(settings_schema.read_text())
+    telemetry = json.loads((rendered.dest / ".claude/telemetry.json").read_text())
+    jsonschema.validate(telemetry, schema, cls=jsonschema.validators.validator_for(schema))
+    endpoint = rendered.answers["hub_url"] + "/otlp"
+    assert telemetry["env"] == {**TELEMETRY_ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    settings = json.loads((rendered.dest / ".claude/settings.json").read_text())
+    helper = settings["otelHeadersHelper"]
+    assert helper == 'python3 "${CLAUDE_PROJECT_DIR:-.}/.claude/hooks/otel-headers.py"'
+    assert (rendered.dest / ".claude/hooks/otel-headers.py").is_file()
+    # Claude Code ignores these in a project's settings: they would only mislead a reader.
+    assert not [name for name in settings["env"] if name.startswith(("OTEL_", "CLAUDE_CODE_ENABLE"))]
+    assert answers_of(rendered)["telemetry"] is True
+    for text in (json.dumps(telemetry), json.dumps(settings), json.dumps(answers_of(rendered))):
+        assert "VPS_API_KEY" not in text and "Bearer" not in text
+        assert rendered.key is None or rendered.key not in text
+
+
+def test_telemetry_answered_no_renders_none_of_it(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", save_key=True, telemetry=False)
+    assert not (project.dest / ".claude/telemetry.json").exists()
+    settings = (project.dest / ".claude/settings.json").read_text()
+    assert "otelHeadersHelper" not in settings and "OTEL" not in settings
+    assert answers_of(project)["telemetry"] is False
+    assert "telemetry.json" not in (project.dest / "README.md").read_text()
+    assert project.key_file is not None
+    assert json.loads(project.key_file.read_text()) == {"env": {"VPS_API_KEY": project.key}}
+
+
+def scripted(*steps: Step) -> Policy:
+    """A model that answers each request with the next step."""
+    pending = iter(steps)
+    return lambda turn: next(pending)
+
+
+@pytest.mark.claude
+def test_claude_code_sends_a_rendered_projects_usage_to_the_hub_with_the_saved_key(
+    tmp_path: Path, claude_bin: Path
+) -> None:
+    """The real CLI in a rendered project, against a real hub and a scripted model: started with
+    `--settings .claude/telemetry.json` its requests reach /v1/usage, authenticated by the
+    otelHeadersHelper with the key of settings.local.json; started without, it sends nothing
+    (Claude Code takes no telemetry variable from a project's own settings: the reason for the file)."""
+    key = "telemetry-key-for-template-tests-0123456789abc"
+    with running_hub(write_config(tmp_path, keys=[("owner", "admin", key)])) as hub:
+        project = render(tmp_path / "project", hub_url=hub.url)
+        local = {"env": {"VPS_API_KEY": key}}  # as `scaffold new` saves it
+        (project.dest / ".claude/settings.local.json").write_text(json.dumps(local))
+        home = trusting_home(tmp_path, project.dest)
+        usages = [Usage(input=1000, output=200, cache_read=50), Usage(input=10, output=20)]
+        env = claude_env(home, hub.url, key)
+        del env["VPS_API_KEY"]  # only where `scaffold new` put it
+        for run, flags in enumerate(([], ["--settings", ".claude/telemetry.json"])):
+            model = FakeModel(scripted(Call("Bash", {"command": "true"}, usages[0]), End("done", usages[1])))
+            with serving(model.app) as api:
+                done = subprocess.run(
+                    [str(claude_bin), "-p", "go", *flags, "--allowedTools", "Bash"],
+                    cwd=project.dest,
+                    env={**env, "ANTHROPIC_BASE_URL": api},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
+                )
+            assert done.returncode == 0, done.stderr
+            assert "otelHeadersHelper failed" not in done.stderr
+            with hub.client(key) as rest:
+                report = rest.get("/v1/usage", params={"by": "task"}).json()
+            if run == 0:
+                assert report["total"]["requests"] == 0, report
+        expected = sum(usage.tokens for usage in model.usages)
+        assert report["total"]["tokens"] == expected and report["total"]["requests"] == len(model.usages)
+        assert [row["key"] for row in report["rows"]] == ["coordinator"]  # a session that is no worker
+
+
+def test_the_budget_table_of_hub_toml_names_every_budget_setting_and_each_line_loads(
+    rendered: NewProject, tmp_path: Path
+) -> None:
+    """Uncommenting the [budget] lines, as a user does, gives a hub.toml the hub accepts with each
+    budget set; together they name every budget setting the hub has."""
+    hub_toml = (rendered.dest / "vps/hub.toml").read_text()
+    table = hub_toml.split("\n[budget]\n", 1)[1].split("\n[", 1)[0]
+    lines = re.findall(r"^# ([a-z_]+ = \S+)$", table, flags=re.M)
+    names = {line.split(" = ")[0] for line in lines}
+    budget_fields = {name for name in HubSettings.__dataclass_fields__ if name.startswith("budget_")}
+    assert {f"budget_{name}" for name in names} == budget_fields
+    assert tomllib.loads(hub_toml)["budget"] == {}  # shipped: no budget
+    config = tmp_path / "hub.toml"
+    config.write_text(hub_toml.replace(table, "\n".join(lines) + "\n"))
+    loaded = load_settings(config)
+    for line in lines:
+        name, value = line.split(" = ")
+        assert getattr(loaded, f"budget_{name}") == tomllib.loads(f"v = {value}")["v"], name
 
 
 def test_skills_have_valid_frontmatter(rendered: NewProject) -> None:

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO, render
 
 CONFIG = REPO / "pyproject.toml"  # [tool.ruff] and [tool.mypy]: the rules of this repository
-RUN_TIMEOUT = 300.0  # seconds for one ruff or mypy run over seven files
+RUN_TIMEOUT = 300.0  # seconds for one ruff or mypy run over eight files
 
 
 def tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +53,7 @@ def python_of(claude: Path) -> list[Path]:
     sources = [*template.rglob("*.py"), *template.rglob("*.py.jinja")]
     expected = {path.relative_to(template).as_posix().removesuffix(".jinja") for path in sources}
     assert {path.relative_to(claude).as_posix() for path in files} == expected
-    assert len(files) == 7, files  # five hooks, the client and team.py: what the checks below cover
+    assert len(files) == 8, files  # six hooks, the client and team.py: what the checks below cover
     return files
 
 
@@ -80,7 +80,7 @@ def test_mypy_strict_passes_on_the_rendered_python_and_finds_a_fault(claude: Pat
     folders = [claude / "hooks", claude / "skills" / "vps-workspace" / "scripts"]
     checked = mypy(*folders)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "no issues found in 7 source files" in checked.stdout, checked.stdout
+    assert "no issues found in 8 source files" in checked.stdout, checked.stdout
 
     # The control: a hook named as the hooks are (with a dash) misusing the State of hooklib, which
     # mypy reports only when it checks such a file and follows its import of hooklib (and vps).
@@ -92,4 +92,4 @@ def test_mypy_strict_passes_on_the_rendered_python_and_finds_a_fault(claude: Pat
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "heartbeat-control.py:" in checked.stdout, checked.stdout
     assert '"get" of "State" has incompatible type "str"' in checked.stdout, checked.stdout
-    assert "Found 1 error in 1 file (checked 8 source files)" in checked.stdout, checked.stdout
+    assert "Found 1 error in 1 file (checked 9 source files)" in checked.stdout, checked.stdout

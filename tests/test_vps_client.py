@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.hubproc import HOST, HubProcess, free_port, running_hub, write_config
+from tests.test_hooks import spend
 
 VPS = REPO / "template/.claude/skills/vps-workspace/scripts/vps.py"
 ADMIN, AGENT, VIEWER = "admin-key-for-tests-0", "agent-key-for-tests-0", "viewer-key-for-tests-0"
@@ -175,7 +176,7 @@ def test_every_command_line_in_the_rendered_text_parses() -> None:
 
 def test_help_answers_for_every_command(cwd: Path) -> None:
     every = commands(load_vps().build_parser())
-    assert len(every) == 30 and {"status", "tasks claim", "files grep", "exec"} <= set(every), every
+    assert len(every) == 31 and {"status", "usage", "tasks claim", "files grep", "exec"} <= set(every), every
     for command in ["", *every]:
         run = vps(*command.split(), "--help", url="http://unused", cwd=cwd)
         assert run.code == OK and "usage: vps.py" in run.out, command
@@ -210,6 +211,46 @@ def test_status_and_plan(hub: HubProcess, cwd: Path) -> None:
     made = vps("tasks", "create", "--json", url=hub.url, cwd=cwd, stdin=json.dumps(task)).json()
     overview = vps("status", url=hub.url, cwd=cwd).out
     assert f"unclaimable (no live worker has all its tags): {made['id']} lacks {tag}" in overview
+
+
+def test_usage_shows_the_cost_of_each_task_highest_first_and_by_each_grouping(
+    hub: HubProcess, cwd: Path
+) -> None:
+    role = f"spender-{time.monotonic_ns()}"
+    worker, session = register(hub, cwd, role)
+    cheap, costly = create(hub, cwd, role, "cheap task", "costly task")
+    costs = {cheap["id"]: 0.01, costly["id"]: 0.25}
+    for _ in costs:
+        run = vps("tasks", "claim", "--json", url=hub.url, cwd=cwd, env={"CLAUDE_CODE_SESSION_ID": session})
+        held = run.json()
+        time.sleep(0.01)  # the request comes after the claim, to the millisecond
+        spend(hub, session, costs[held["id"]], key=AGENT, model=f"model-{role}")
+        finish = ["tasks", "complete", str(held["id"]), "--lease-token", held["lease_token"]]
+        assert vps(*finish, url=hub.url, cwd=cwd).code == OK
+    out = vps("usage", url=hub.url, key=VIEWER, cwd=cwd).out.splitlines()
+    assert out[0].startswith("usage by task, all days (UTC)")
+    assert out[1].split() == ["key", "label", "requests", "tokens", "cost"]
+    total = next(n for n, line in enumerate(out) if line.startswith("total "))
+    assert len({len(line) for line in out[1 : total + 1]}) == 1, out  # aligned: cost is right-justified
+    rows = [line for line in out if line.startswith((f"{cheap['id']} ", f"{costly['id']} "))]
+    assert [row.split()[:2] for row in rows] == [[str(costly["id"]), "costly"], [str(cheap["id"]), "cheap"]]
+    assert rows[0].split()[-3:] == ["1", "1,100", "$0.2500"]
+    assert any(line.startswith("cross-check, Claude Code's own metrics: $") for line in out[total:]), out
+    report = vps("usage", "--json", url=hub.url, key=VIEWER, cwd=cwd).json()
+    assert report["by"] == "task" and {"rows", "total", "metrics"} <= set(report)
+    by_worker = vps("usage", "--by", "worker", url=hub.url, key=VIEWER, cwd=cwd).out
+    assert re.search(rf"^{worker} .* 2 +2,200 +\$0\.2600$", by_worker, flags=re.M), by_worker
+    by_model = vps("usage", "--by", "model", url=hub.url, key=VIEWER, cwd=cwd).out
+    assert re.search(rf"^model-{role} .*\$0\.2600$", by_model, flags=re.M), by_model
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    by_day = vps("usage", "--by", "day", "--day", today, url=hub.url, key=VIEWER, cwd=cwd).out
+    assert by_day.startswith(f"usage by day, {today} (UTC)") and re.search(rf"^{today} ", by_day, flags=re.M)
+    assert vps("usage", "--by", "role", url=hub.url, key=VIEWER, cwd=cwd).code == OK
+    spent = vps("status", url=hub.url, cwd=cwd).out
+    assert re.search(r"^spend today \(UTC\): \$\d+\.\d\d, [\d,]+ tokens in \d+ requests; burn ", spent, re.M)
+    for bad in (["--day", "2026-13-45"], ["--day", "yesterday"], ["--by", "team"]):
+        refused = vps("usage", *bad, url=hub.url, cwd=cwd)
+        assert refused.code == USAGE and refused.out == "", bad
 
 
 def test_a_task_from_creation_to_done(hub: HubProcess, cwd: Path) -> None:

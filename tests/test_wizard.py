@@ -54,6 +54,8 @@ def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
         child.send("\r")
         child.expect("workspace_path")
         child.send("\r")
+        child.expect("telemetry: Send Claude Code's usage telemetry")
+        child.send("n")  # the opt-out
         child.expect("Create it in")
         child.send("y")
         child.expect("Save the API key")
@@ -69,6 +71,7 @@ def test_wizard_asks_validates_and_renders(tmp_path: Path) -> None:
     assert answers["project_slug"] == "wizard-team"
     assert answers["worker_count"] == 4
     assert answers["worker_roles"] == ["backend", "frontend", "testing", "devops"]
+    assert answers["telemetry"] is False and not (dest / ".claude/telemetry.json").exists()
     saved = json.loads((dest / ".claude/settings.local.json").read_text())
     assert saved["env"]["VPS_API_KEY"] == key
 
@@ -174,6 +177,8 @@ def test_fewer_workers_than_roles_warns_and_lets_the_roles_be_chosen_again(tmp_p
         child.send("\r")
         child.expect("workspace_path")
         child.send("\r")
+        child.expect("telemetry")
+        child.send("\r")  # yes, the default
         child.expect("Create it in")
         child.send("y")
         child.expect(pexpect.EOF)
@@ -182,6 +187,7 @@ def test_fewer_workers_than_roles_warns_and_lets_the_roles_be_chosen_again(tmp_p
     assert child.exitstatus == 0, child.before
     answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
     assert (answers["worker_count"], answers["worker_roles"]) == (2, ["backend", "frontend"])
+    assert answers["telemetry"] is True and (dest / ".claude/telemetry.json").is_file()
 
 
 def test_given_roles_are_warned_about_before_the_summary(tmp_path: Path) -> None:
@@ -194,6 +200,8 @@ def test_given_roles_are_warned_about_before_the_summary(tmp_path: Path) -> None
         child.expect("worker_count")
         child.send(CTRL_U + "1\r")
         child.expect("workspace_path")
+        child.send("\r")
+        child.expect("telemetry")
         child.send("\r")
         child.expect("scaffold: warning: worker_count 1 is below the 2 roles chosen: .* no worker runs docs")
         child.expect("Create it in")

@@ -7,7 +7,11 @@
   called meanwhile) and hands it the task's instructions and lease token; idle for the hub's
   idle timeout (or VPS_WORKER_IDLE_MINUTES), the worker is deregistered (the hub marks it
   stopped) and may stop;
-- the hub unreachable or the key refused: stop, with a systemMessage saying why.
+- the hub unreachable or the key refused: stop, with a systemMessage saying why;
+- the hub refusing claims because a budget is spent (409 budget_exhausted: the fleet's or this
+  worker's day budget, hub.toml [budget]): the worker is deregistered and may stop, with the hub's
+  reason in a systemMessage. A held task over its own budget is named in the block reason, and the
+  hub's "Budget: ..." messages to the worker are passed on once each (the cursor is in State).
 
 Claude Code overrides a Stop hook after CLAUDE_CODE_STOP_HOOK_BLOCK_CAP (8) blocks in a row with
 no tool call between them, so the 9th would be ignored: this hook counts its blocks and lets the
@@ -27,6 +31,7 @@ from typing import Any, NoReturn
 from hooklib import (
     LIVENESS_SECONDS,
     ClaudeProcess,
+    Client,
     HubError,
     State,
     answer,
@@ -41,11 +46,47 @@ from hooklib import (
 
 DEFAULT_IDLE_SECONDS = 600.0
 MAX_REASON = 9000  # Claude Code cuts hook output past 10,000 characters
+MAX_NEWS = 500  # of the budget messages in one answer: a handed task's text stays within 10,000 too
+BUDGET_PREFIX = "Budget:"
+PAGE, BUDGET_PAGES = 1000, 5  # messages read per run, at most (the cursor goes on from there next time)
 
 
-def block(state: State, reason: str) -> NoReturn:
-    state.save(blocks=state.get("blocks") + 1)
-    answer({"decision": "block", "reason": reason})
+class Budget:
+    """The hub's "Budget: ..." messages to this worker that no answer of this hook has shown yet.
+
+    They are read once per run (a hub that does not answer: none); `shown` is the cursor to save
+    once an answer carries them."""
+
+    def __init__(self, hub: Client, state: State, worker_id: int) -> None:
+        self.text, self.shown = "", state.get("budget_cursor")
+        found: list[str] = []
+        try:
+            for _ in range(BUDGET_PAGES):
+                query = {"for": f"worker:{worker_id}", "cursor": str(int(self.shown)), "limit": PAGE}
+                page = hub.call("messages.read", query=query).data
+                mine = [message for message in page["messages"] if message["to"] == f"worker:{worker_id}"]
+                found += [str(m["body"]).strip() for m in mine if str(m["body"]).startswith(BUDGET_PREFIX)]
+                self.shown = float(page["next_cursor"] or self.shown)
+                if len(page["messages"]) < PAGE:
+                    break
+        except (HubError, LookupError, TypeError, ValueError):
+            self.shown = state.get("budget_cursor")
+            return
+        text = "\n".join(found)
+        if text:
+            text = text if len(text) <= MAX_NEWS else text[:MAX_NEWS] + " [...]"
+            self.text = f"\n\nFrom the hub:\n{text}"
+
+
+def speak(state: State, budget: Budget, *, reason: str = "", message: str = "") -> NoReturn:
+    """Answer with a block `reason` or a `message` (systemMessage), the unshown budget messages added."""
+    state.data["budget_cursor"] = budget.shown
+    reason, message = (reason + budget.text, message) if reason else (reason, message + budget.text)
+    if reason:
+        state.save(blocks=state.get("blocks") + 1)
+        answer({"decision": "block", "reason": reason})
+    state.save()
+    answer({"systemMessage": message})
 
 
 def handed(task: dict[str, Any]) -> str:
@@ -88,6 +129,7 @@ def main() -> None:
         answer()
     worker, state = mine["worker"], State(session)
     watch(event, session, worker["id"])
+    budget = Budget(hub, state, worker["id"])
     if not event.get("stop_hook_active"):
         state.data["blocks"] = 0  # a new prompt: Claude Code's count starts again too
     cap = int(os.environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP") or 8)
@@ -99,11 +141,13 @@ def main() -> None:
                 f"{name} stops while it holds task {task['id']}: sent back {cap} times without a tool call. "
                 "The task returns to the queue when its lease runs out."
             )
-            answer({"systemMessage": message})
-        block(
+            speak(state, budget, message=message)
+        over = f" It is over its budget: {task['over_budget']}." if task.get("over_budget") else ""
+        speak(
             state,
-            f"You still hold task {task['id']} ({task['title']}), lease_token {task['lease_token']}. "
-            "Do not stop while you hold it: finish the work and complete_task with a result, or "
+            budget,
+            reason=f"You still hold task {task['id']} ({task['title']}), lease_token {task['lease_token']}."
+            f"{over} Do not stop while you hold it: finish the work and complete_task with a result, or "
             "fail_task with why it cannot be done as written, or release_task to give it back.",
         )
 
@@ -118,9 +162,21 @@ def main() -> None:
             if claude is not None and not claude.alive():
                 answer()
             left = max(0.0, min(deadline - time.monotonic(), LIVENESS_SECONDS))
-            task = hub.claim(worker["id"], wait=left)
+            try:
+                task = hub.claim(worker["id"], wait=left)
+            except HubError as error:
+                if (error.status, error.code) != (409, "budget_exhausted"):
+                    raise
+                # No claim succeeds until the budget's day ends or it is raised: waiting would
+                # only keep an idle session (and its model) alive for nothing.
+                hub.call("workers.deregister", worker["id"])
+                message = (
+                    f"{name} is stopped: the hub takes no new claims ({error.reason}). "
+                    f"`/worker {worker['role']}` starts it again once the budget allows."
+                )
+                speak(state, budget, message=message)
             if task is not None:
-                block(state, handed(task))
+                speak(state, budget, reason=handed(task))
             if time.monotonic() >= deadline:
                 break
         idle = worker["idle_seconds"] + time.monotonic() - began
@@ -130,18 +186,19 @@ def main() -> None:
                 f"{name} had no task for {idle / 60:.0f} min: it is stopped. "
                 f"`/worker {worker['role']}` starts it again."
             )
-            answer({"systemMessage": message})
+            speak(state, budget, message=message)
     except HubError as error:
-        answer({"systemMessage": f"{hub_trouble(error)}; {name} stops"})
+        speak(state, budget, message=f"{hub_trouble(error)}; {name} stops")
     if state.get("blocks") >= cap:
         message = (
             f"{name} stops while waiting for work: Claude Code allows {cap} Stop-hook blocks in a row. "
             "`/worker` starts it again."
         )
-        answer({"systemMessage": message})
-    block(
+        speak(state, budget, message=message)
+    speak(
         state,
-        f"No task for you yet (waited {time.monotonic() - began:.0f} s). End your turn again, saying "
+        budget,
+        reason=f"No task for you yet (waited {time.monotonic() - began:.0f} s). End your turn again, saying "
         "only 'Waiting for work.': this hook goes on waiting and hands you the next task.",
     )
 

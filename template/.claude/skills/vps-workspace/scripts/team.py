@@ -45,6 +45,7 @@ from typing import IO, Any
 from vps import EXIT_USAGE, Client, HubError, Parser
 
 PROJECT = Path(__file__).resolve().parents[4]  # <project>/.claude/skills/vps-workspace/scripts/team.py
+TELEMETRY = ".claude/telemetry.json"  # rendered when the project sends usage telemetry to the hub
 SLOT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 ROLE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # a capability tag, as the hub takes it
 TICK = 0.2  # seconds between looks at the session, the signals and the clock
@@ -167,6 +168,10 @@ class Slot:
         self.launches += 1
         command = [self.claude, "-p", f"/worker {self.role}", "--output-format", "json"]
         command += ["--session-id", self.session]
+        if (self.project / TELEMETRY).is_file():
+            # Claude Code takes its telemetry settings from a --settings file, never from the
+            # project's own settings (docs/setup-guide.md, "What the team spent").
+            command += ["--settings", TELEMETRY]
         self.began, self.stderr_from = time.monotonic(), self.log_path.stat().st_size
         # A file, not a pipe: nothing has to read it while the session runs. Closed in result().
         self.output = tempfile.TemporaryFile()  # noqa: SIM115

@@ -62,6 +62,7 @@ SESSION_VARS = ("CLAUDE_CODE_SESSION_ID", "CLAUDE_SESSION_ID")
 # or a team slot's name.
 ROUTES = {
     "status": ("GET", "/v1/status"),
+    "usage": ("GET", "/v1/usage"),
     "plan.show": ("GET", "/v1/plan"),
     "plan.set": ("PUT", "/v1/plan"),
     "tasks.list": ("GET", "/v1/tasks"),
@@ -114,11 +115,15 @@ EXIT_BY_CODE = {(403, "forbidden"): EXIT_AUTH, (409, "lease_conflict"): EXIT_LEA
 
 
 class HubError(Exception):
-    """A call that failed, or a client that cannot call; `exit_code` says which kind."""
+    """A call that failed, or a client that cannot call; `exit_code` says which kind. For an error
+    answer of the hub, `status` and `code` are its HTTP status and error code and `reason` its
+    message alone (for a hook to pass on, as the hub's budget refusals); else they are empty."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_OTHER, status: int = 0, code: str = "") -> None:
+    def __init__(
+        self, message: str, exit_code: int = EXIT_OTHER, status: int = 0, code: str = "", reason: str = ""
+    ) -> None:
         super().__init__(message)
-        self.exit_code, self.status, self.code = exit_code, status, code
+        self.exit_code, self.status, self.code, self.reason = exit_code, status, code, reason
 
 
 class Reply(NamedTuple):
@@ -221,8 +226,9 @@ class Client:
         if status == 429 and error.headers.get("Retry-After"):
             message += f" (retry after {error.headers['Retry-After']} s)"
         exit_code = EXIT_BY_CODE.get((status, code), EXIT_BY_STATUS.get(status, EXIT_OTHER))
-        message = " ".join(f"{method} {path}: {status} {code or 'error'}: {message}".split())  # one line
-        return HubError(message, exit_code, status, code)
+        reason = " ".join(message.split())  # one line
+        summary = f"{method} {path}: {status} {code or 'error'}: {reason}"
+        return HubError(summary, exit_code, status, code, reason)
 
     def call(self, route: str, ident: int | str | None = None, **options: Any) -> Reply:
         """The route of ROUTES named `route`, its {id} filled with `ident`; options as for request."""
@@ -366,8 +372,76 @@ def run_status(client: Client, args: Args) -> int:
     for task in status.get("unclaimable", []):  # absent from hubs older than the field
         missing = ", ".join(task["missing"])
         text.append(f"unclaimable (no live worker has all its tags): {task['id']} lacks {missing}")
+    if status.get("usage"):  # absent from hubs older than the field
+        text.append(spend_line(status["usage"]))
     text += [f"workers: {len(status['workers'])}", *map(worker_line, status["workers"])]
     return say(args, status, "\n".join(text))
+
+
+def spend_line(usage: dict[str, Any]) -> str:
+    """Today's spend and burn rate, and whether a budget stops claims, from /v1/status `usage`."""
+    today, budget = usage["today"], usage.get("budget") or {}
+    line = (
+        f"spend today (UTC): ${today['cost_usd']:.2f}, {today['tokens']:,} tokens in {today['requests']} "
+        f"requests; burn ${usage['burn_usd_per_hour']:.2f}/h"
+    )
+    if budget.get("fleet_day_usd"):
+        line += f"; fleet budget ${budget['fleet_day_usd']:.2f}/day"
+    if budget.get("claims") == "stopped":
+        line += f"; CLAIMS STOPPED: {budget.get('reason') or 'a budget is spent'}"
+    return line
+
+
+USAGE_BY = ("task", "worker", "role", "model", "day")
+
+
+def a_day(text: str) -> str:
+    """A UTC day as YYYY-MM-DD (argparse type: a bad one is a usage error)."""
+    try:
+        time.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD") from None
+    return text
+
+
+def run_usage(client: Client, args: Args) -> int:
+    report = client.call("usage", query={"by": args.by, "day": args.day}).data
+    return say(args, report, usage_text)
+
+
+def usage_text(report: dict[str, Any]) -> str:
+    """The usage report as an aligned table, highest cost first, then the total and the cross-checks."""
+    rows = sorted(report["rows"], key=lambda row: -float(row["cost_usd"]))
+    table = [("key", "label", "requests", "tokens", "cost")]
+    table += [(str(row["key"]), _cut(str(row["label"]), 40), *_counts(row)) for row in rows]
+    table.append(("total", "", *_counts(report["total"])))
+    widths = [max(len(line[column]) for line in table) for column in range(5)]
+    text = [
+        "  ".join(
+            cell.rjust(width) if column >= 2 else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
+    window = report.get("from") or "all days"
+    if report.get("to") and report["to"] != report.get("from"):
+        window += f" to {report['to']}"
+    metrics, runs = report.get("metrics") or {}, report.get("runs") or {}
+    text.insert(0, f"usage by {report['by']}, {window} (UTC), from each model request:")
+    if metrics:
+        own = f"${metrics['cost_usd']:.4f}, {metrics['tokens']:,} tokens"
+        text.append(f"cross-check, Claude Code's own metrics: {own}")
+    if runs.get("count"):
+        text.append(f"headless runs' own results: {runs['count']} runs, ${runs['cost_usd']:.4f}")
+    return "\n".join(text)
+
+
+def _counts(row: dict[str, Any]) -> tuple[str, str, str]:
+    return f"{row['requests']:,}", f"{row['tokens']:,}", f"${float(row['cost_usd']):.4f}"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def run_plan(client: Client, args: Args) -> int:
@@ -671,6 +745,17 @@ def build_parser() -> Parser:
         commands, "status", "progress, stuck and unclaimable tasks, workers and the plan", "status"
     )
     status.set_defaults(run=run_status)
+
+    usage = command(
+        commands,
+        "usage",
+        "tokens and cost of the model requests, grouped --by task (default), worker, role, model or "
+        "day, highest cost first; --day YYYY-MM-DD (UTC) for one day",
+        "usage --by worker --day 2026-11-30",
+    )
+    usage.add_argument("--by", choices=USAGE_BY, default="task")
+    usage.add_argument("--day", type=a_day)
+    usage.set_defaults(run=run_usage)
 
     plan = group(commands, "plan", "the goal and master plan", run_plan)
     command(plan, "show", "print the goal and the plan", "plan show")
