@@ -193,6 +193,13 @@ def test_a_slot_runs_a_session_that_does_the_ready_tasks_records_the_run_and_goe
                 None,
             )
             assert done["screen_at"] is not None  # the log's tail went to the hub
+            # The supervisor started the session with the project's telemetry settings: its model
+            # requests reached the hub (flushed at exit), each on a task or between them.
+            with team.rest() as rest:
+                usage = rest.get("/v1/usage", params={"by": "task"}).json()
+            rows = {row["key"]: row["requests"] for row in usage["rows"]}
+            assert all(rows.get(task["id"], 0) >= 1 for task in made), usage
+            assert "coordinator" not in rows and usage["total"]["requests"] >= 3, usage
             time.sleep(2)  # idle: it looks for work, starts nothing
             assert supervisor.log.count(" w1 session ") == 1, supervisor.log
             assert supervisor.stop() == 0

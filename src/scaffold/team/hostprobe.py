@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_TAIL = 20  # Claude Code remembers an approved key by its last 20 characters
+TELEMETRY = ".claude/telemetry.json"  # the exporter's settings, rendered when the project sends usage
 CREDENTIAL_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
@@ -169,6 +170,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         "tmux": tmux,
         "project": (scripts / "vps.py").is_file(),
         "team_script": (scripts / "team.py").is_file(),
+        "telemetry": (project / TELEMETRY).is_file(),
         "cpus": cpus,
         "mem_kb": mem_total_kb(),
         "logged_in": logged_in(config),

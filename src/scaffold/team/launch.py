@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from scaffold.deploy import Target
 from scaffold.errors import TeamError
 from scaffold.render import read_answers
-from scaffold.team import sizing
+from scaffold.team import hostprobe, sizing
 from scaffold.team.hosts import Host, parse_host
 
 SCRIPTS = Path(".claude/skills/vps-workspace/scripts")
@@ -233,7 +233,7 @@ def host_problems(host: Host, facts: dict[str, Any], headless: bool, claude: str
     return problems
 
 
-def window_command(slot: Slot, headless: bool, claude: str) -> str:
+def window_command(slot: Slot, headless: bool, claude: str, telemetry: bool = False) -> str:
     script = str(SCRIPTS / "team.py")
     if slot.name == SCREENS:
         return shlex.join(["python3", script, "screens", "--tmux", slot.host.tmux, "--host", slot.host.label])
@@ -243,17 +243,23 @@ def window_command(slot: Slot, headless: bool, claude: str) -> str:
         argv = ["python3", script, "slot", "--slot", slot.name, "--role", slot.role]
         return shlex.join([*argv, "--host", slot.host.label, "--claude", claude])
     prompt = "/coordinator" if slot.role is None else f"/worker {slot.role}"
-    return shlex.join([claude, "--session-id", slot.session_id, prompt])
+    # Claude Code reads its telemetry settings from a --settings file, not from the project's
+    # settings (a headless slot's supervisor adds it the same way).
+    settings = ["--settings", hostprobe.TELEMETRY] if telemetry else []
+    return shlex.join([claude, *settings, "--session-id", slot.session_id, prompt])
 
 
-def start_host(host: Host, slots: Sequence[Slot], headless: bool, claude: str) -> None:
-    """One tmux server and session on `host` with a window per slot (and `screens` if interactive)."""
+def start_host(
+    host: Host, slots: Sequence[Slot], headless: bool, claude: str, telemetry: bool = False
+) -> None:
+    """One tmux server and session on `host` with a window per slot (and `screens` if interactive);
+    `telemetry`: the host's checkout has the telemetry settings, so its sessions report usage."""
     windows = list(slots)
     if not headless:
         windows.append(Slot(SCREENS, None, host, ""))
     argv = ["tmux", "-L", host.tmux]
     for index, slot in enumerate(windows):
-        command = window_command(slot, headless, claude)
+        command = window_command(slot, headless, claude, telemetry)
         if index == 0:
             argv += ["new-session", "-d", "-s", host.tmux, "-x", WINDOW[0], "-y", WINDOW[1]]
         else:
@@ -309,6 +315,7 @@ def up(
     mode = "headless" if headless else "interactive"
     slots = plan(machines, assigned, headless)
     problems = []
+    telemetry: dict[str, bool] = {}
     for host in machines:
         args = ["check", "--project", str(host.project), "--tmux", host.tmux, "--claude", claude]
         facts = host.probe(*args, *(["--trust"] if trust else []), *(["--headless"] if headless else []))
@@ -317,6 +324,7 @@ def up(
                 f"the team is already up on {host.label} (`scaffold team status`; `scaffold team down`)"
             )
         problems += host_problems(host, facts, headless, claude)
+        telemetry[host.label] = bool(facts.get("telemetry"))
         sessions = sum(1 for slot in slots if slot.host == host)
         too_many = sizing.check(
             host.label, int(facts.get("cpus") or 1), int(facts.get("mem_kb") or 0) // 1024, sessions
@@ -329,7 +337,8 @@ def up(
     started: list[Host] = []
     try:
         for host in machines:
-            start_host(host, [slot for slot in slots if slot.host == host], headless, claude)
+            mine = [slot for slot in slots if slot.host == host]
+            start_host(host, mine, headless, claude, telemetry[host.label])
             started.append(host)
             for slot in slots:  # a headless slot's supervisor tells the hub about itself
                 if slot.host == host and not headless:
