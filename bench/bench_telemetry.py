@@ -1,12 +1,14 @@
 """What Claude Code's telemetry costs a session: `claude -p` with the OTLP exporter on and off.
 
 The real Claude Code binary (tools/fetch-claude-code.sh) runs `claude -p "say hi" --output-format
-json` in an empty directory with a fresh HOME per run (no settings, no login; the directory
-trusted), against the scripted model of tests/fakemodel.py served on 127.0.0.1 by this process,
-so the model answers at once and what is left is the client's own time. With telemetry, the run
-gets the exporter variables the rendered project sets (`CLAUDE_CODE_ENABLE_TELEMETRY=1`, OTLP
-logs and metrics over HTTP/JSON to a real hub's `/otlp`, its agent key in
-`OTEL_EXPORTER_OTLP_HEADERS`, the project's export intervals); without, none of them.
+json` in a project rendered from the template (its hooks, its MCP server and its key in
+`.claude/settings.local.json`, all pointed at a real hub), with a fresh HOME per run (no login;
+the project trusted), against the scripted model of tests/fakemodel.py served on 127.0.0.1 by
+this process, so the model answers at once and what is left is the client's own time. With
+telemetry, the run starts as the launcher starts it, `--settings .claude/telemetry.json`: the
+exporter on, OTLP logs and metrics over HTTP/JSON to the hub's `/otlp`, the key's header from
+the project's `otelHeadersHelper` (a python3 process at start); without, the same command
+without that file.
 
 Runs are paired and alternate (with first in odd pairs), so a drift of the shared machine moves
 both sides alike. Per run: the wall time until the process exits (what a user or a script waits
@@ -48,7 +50,8 @@ from hubprocess import BenchError, Hub
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the scripted model the tests use
 
-from tests.fakemodel import End, FakeModel, Turn  # noqa: E402 - the repository's root goes on the path first
+from tests.conftest import render  # noqa: E402 - the repository's root goes on the path first
+from tests.fakemodel import End, FakeModel, Turn  # noqa: E402
 from tests.test_api import serving  # noqa: E402
 
 WALL_BOUND = 2.0  # median wall time with telemetry / without: a broken exporter, not a target
@@ -70,18 +73,7 @@ def claude_binary() -> Path:
     return Path(done.stdout.strip())
 
 
-def telemetry_env(hub_url: str, key: str) -> dict[str, str]:
-    """The exporter as the rendered project turns it on (its settings' env, the key's header)."""
-    return {
-        "CLAUDE_CODE_ENABLE_TELEMETRY": "1",
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"{hub_url}/otlp",
-        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer {key}",
-        "OTEL_LOGS_EXPORT_INTERVAL": "5000",
-        "OTEL_METRIC_EXPORT_INTERVAL": "60000",
-    }
+TELEMETRY_ARGS = ("--settings", ".claude/telemetry.json")  # as scaffold team starts a session
 
 
 @dataclass
@@ -99,11 +91,18 @@ class Numbers:
     errors: list[str] = field(default_factory=list)
 
 
-def one_run(claude: Path, work: Path, number: int, env: dict[str, str], model: FakeModel) -> Run:
-    """`claude -p` in a fresh directory with a fresh HOME; its times, peak RSS and requests."""
+def one_run(
+    claude: Path,
+    project: Path,
+    work: Path,
+    number: int,
+    env: dict[str, str],
+    args: tuple[str, ...],
+    model: FakeModel,
+) -> Run:
+    """`claude -p ARGS` in the project with a fresh HOME; its times, peak RSS and requests."""
     run_dir = work / f"run-{number}"
-    project, home = run_dir / "project", run_dir / "home"
-    project.mkdir(parents=True)
+    home = run_dir / "home"
     (home / ".claude").mkdir(parents=True)
     (home / ".claude.json").write_text(
         json.dumps({"projects": {str(project): {"hasTrustDialogAccepted": True}}}), encoding="utf-8"
@@ -111,7 +110,7 @@ def one_run(claude: Path, work: Path, number: int, env: dict[str, str], model: F
     before = len(model.requests)
     began = time.perf_counter()
     proc = subprocess.Popen(
-        [str(claude), "-p", PROMPT, "--output-format", "json"],
+        [str(claude), "-p", PROMPT, "--output-format", "json", *args],
         cwd=project,
         env={**env, "HOME": str(home)},
         stdin=subprocess.DEVNULL,
@@ -187,14 +186,19 @@ def measure(pairs: int, work: Path, numbers: Numbers) -> None:
                 "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                 "ANTHROPIC_BASE_URL": api,
             }
-            envs = {"without": base, "with": {**base, **telemetry_env(f"http://127.0.0.1:{hub.port}", agent)}}
+            project = render(work / "project", hub_url=f"http://127.0.0.1:{hub.port}").dest
+            (project / ".claude" / "settings.local.json").write_text(
+                json.dumps({"env": {"VPS_API_KEY": agent}}), encoding="utf-8"
+            )
+            args: dict[str, tuple[str, ...]] = {"without": (), "with": TELEMETRY_ARGS}
             log("warm-up run (untimed): the binary into the page cache")
-            one_run(claude, work, 0, base, model)
+            one_run(claude, project, work, 0, base, (), model)
             before = usage_requests(hub) or 0
             log(f"{pairs} pairs of runs, with and without telemetry, alternating")
             for number in range(pairs):
                 for mode in ("with", "without") if number % 2 == 0 else ("without", "with"):
-                    run = one_run(claude, work, 2 * number + (mode == "with") + 1, envs[mode], model)
+                    number_of_run = 2 * number + (mode == "with") + 1
+                    run = one_run(claude, project, work, number_of_run, base, args[mode], model)
                     numbers.runs[mode].append(run)
                 log(
                     f"  pair {number + 1}: {numbers.runs['without'][-1].wall:.2f} s without, "
