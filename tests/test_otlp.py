@@ -124,7 +124,8 @@ def test_captured_logs_export_gives_its_two_api_requests() -> None:
             cache_creation_tokens=0,
             cost_micros=24,
         )
-        for sequence, at in ((10, 1796025620.548), (14, 1796025620.636))
+        # when each was made: its end less its duration_ms (52 and 23)
+        for sequence, at in ((10, 1796025620.548 - 52 / 1000), (14, 1796025620.636 - 23 / 1000))
     ]
 
 

@@ -39,6 +39,7 @@ class Req:
     cache_read: int = 0
     cache_creation: int = 0
     cost_micros: int = 0
+    duration_ms: int = 0
 
 
 def attr(key: str, value: object) -> dict[str, Any]:
@@ -72,6 +73,7 @@ def logs(requests: Sequence[Req], model: str = "claude-test-1") -> dict[str, Any
                     attr("cache_creation_tokens", r.cache_creation),
                     attr("cost_usd", r.cost_micros / 1e6),
                     attr("cost_usd_micros", r.cost_micros),
+                    attr("duration_ms", r.duration_ms),
                 ],
             }
         )
@@ -233,6 +235,33 @@ def test_each_request_goes_to_the_task_held_when_it_was_made(hub: Hub) -> None:
     assert hub.rows("role")["backend"]["input_tokens"] == 55500
     assert hub.rows("model")["claude-test-1"]["requests"] == 6
     assert hub.rows("day")["2026-11-30"]["requests"] == 6
+
+
+def test_a_request_counts_from_when_it_was_made_not_when_its_answer_ended(hub: Hub) -> None:
+    """Claude Code runs a tool as soon as the model asks for it, before the answer ends: the request
+    that asked for the claim ends after the claim, yet was made before it."""
+    worker = hub.register(WORKER_SESSION)
+    task_id = hub.task("t")
+    asked = hub.tick()
+    hub.tick()
+    held = hub.claim(worker)
+    ended = hub.tick()
+    hub.send(logs([Req(WORKER_SESSION, 1, ended, 40, duration_ms=round((ended - asked) * 1000))]))
+    hub.send(logs([Req(WORKER_SESSION, 2, hub.tick(), 2, duration_ms=500)]))
+    rows = hub.rows("task")
+    assert rows["between-tasks"]["input_tokens"] == 40 and rows[task_id]["input_tokens"] == 2
+    hub.complete(held)
+
+
+def test_todays_spend_counts_each_request_once(hub: Hub) -> None:
+    worker = hub.register(WORKER_SESSION)  # the day's first news of this worker is an export
+    hub.send(logs([Req(WORKER_SESSION, 1, hub.tick(), 10), Req(WORKER_SESSION, 2, hub.tick(), 20)]))
+    hub.send(logs([Req(WORKER_SESSION, 3, hub.tick(), 30), Req(OTHER_SESSION, 1, hub.tick(), 40)]))
+    today = hub.http.get("/v1/status", headers=hub.agent).json()["usage"]["today"]
+    assert (today["requests"], today["tokens"]) == (4, 100)
+    ledger = hub.http.app.state.services.ledger  # type: ignore[attr-defined]
+    assert ledger.claims_stopped(worker) is None
+    assert ledger._today.workers[worker].tokens == 60
 
 
 def test_a_resent_export_changes_nothing(hub: Hub) -> None:

@@ -48,6 +48,7 @@ _REQUEST_KEYS = (
     "cache_creation_tokens",
     "cost_usd_micros",
     "cost_usd",
+    "duration_ms",
 )
 """The attributes of an api_request record that are read (and so converted and checked)."""
 _DATA_FIELDS = ("sum", "gauge", "histogram", "exponentialHistogram", "summary")
@@ -63,7 +64,8 @@ class ApiRequest:
     sequence: int
     """event.sequence: rises per session, so (session_id, sequence) names the request."""
     at: float
-    """Unix seconds: event.timestamp, else the record's timeUnixNano."""
+    """Unix seconds when the request was made: its end (event.timestamp, else the record's
+    timeUnixNano) less its duration_ms."""
     model: str
     input_tokens: int
     output_tokens: int
@@ -222,7 +224,10 @@ def _api_request(record: Any, path: str) -> ApiRequest | None:
     return ApiRequest(
         session_id=session_id,
         sequence=count("event.sequence", _INT64 - 1),
-        at=_request_time(record, values, path),
+        # When the request was made: its end less its duration. The end is too late to attribute
+        # by: Claude Code runs a tool as soon as the model has asked for it, before the response
+        # (and its event) ends, so the request that asked for a claim would land in the task.
+        at=_request_time(record, values, path) - count("duration_ms") / 1000,
         model=model,
         input_tokens=count("input_tokens"),
         output_tokens=count("output_tokens"),
@@ -233,8 +238,8 @@ def _api_request(record: Any, path: str) -> ApiRequest | None:
 
 
 def _request_time(record: dict[str, Any], values: dict[str, Any], path: str) -> float:
-    """event.timestamp is when the response ended, in the session's clock; timeUnixNano is when
-    the record was made, which may be later (records are batched)."""
+    """When the response ended, in the session's clock: event.timestamp, or else timeUnixNano (when
+    the record was made, which may be later: records are batched)."""
     stamp = values.get("event.timestamp")
     if stamp is not None:
         try:

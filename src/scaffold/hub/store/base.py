@@ -284,7 +284,8 @@ class Store(ABC):
 
     @abstractmethod
     def usage_by(self, group: UsageGroup, since: float | None, until: float | None) -> list[UsageRow]:
-        """The requests summed per task, worker, role, model or day; see `UsageRow.key`."""
+        """The requests of whole UTC days (those holding `since` .. `until`, until excluded)
+        summed per task, worker, role, model or day; see `UsageRow.key`."""
 
     @abstractmethod
     def usage_total(self, since: float | None, until: float | None, worker_id: int | None = None) -> Spent:

@@ -7,6 +7,7 @@ request served that task; an end, or nothing, means it came between tasks.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,29 +24,46 @@ _HELD_AT = (
     f"SELECT type, task_id FROM events WHERE worker_id = ? AND type IN ({_CLAIM_EVENTS}) AND at <= ? "
     "ORDER BY id DESC LIMIT 1"
 )
-_SUMS = (
-    "count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-    "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0), "
-    "coalesce(sum(cost_micros), 0)"
-)
-_OUTSIDE = ", ".join(
-    f"coalesce(sum(CASE WHEN u.task_id IS NULL THEN {column} END), 0)"
-    for column in (
-        "1",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_creation_tokens",
-        "cost_micros",
-    )
+_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_micros")
+_SUMS = "count(*), " + ", ".join(f"coalesce(sum({column}), 0)" for column in _COLUMNS)
+_DAILY_SUMS = ", ".join(f"coalesce(sum(d.{column}), 0)" for column in ("requests", *_COLUMNS))
+_DAILY_OUTSIDE = ", ".join(
+    f"coalesce(sum(CASE WHEN d.task_id = 0 THEN d.{column} END), 0)" for column in ("requests", *_COLUMNS)
 )
 _KEYS: dict[str, str] = {
-    "task": "coalesce(u.task_id, CASE WHEN u.worker_id IS NULL THEN 'coordinator' ELSE 'between-tasks' END)",
-    "worker": "coalesce(u.worker_id, 'coordinator')",
+    "task": "CASE WHEN d.task_id != 0 THEN d.task_id WHEN d.worker_id = 0 THEN 'coordinator' "
+    "ELSE 'between-tasks' END",
+    "worker": "CASE WHEN d.worker_id = 0 THEN 'coordinator' ELSE d.worker_id END",
     "role": "coalesce(w.role, 'coordinator')",
-    "model": "u.model",
-    "day": "u.day",
+    "model": "d.model",
+    "day": "d.day",
 }
+_ROLL = (
+    f"INSERT INTO usage_daily (day, worker_id, task_id, model, requests, {', '.join(_COLUMNS)}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, worker_id, task_id, model) DO UPDATE SET "
+    + ", ".join(f"{column} = {column} + excluded.{column}" for column in ("requests", *_COLUMNS))
+)
+
+
+def roll(
+    db: sqlite3.Connection,
+    day: str,
+    worker_id: int | None,
+    task_id: int | None,
+    model: str,
+    spent: Spent,
+    sign: int = 1,
+) -> None:
+    """Add (or with sign -1 take back) `spent` to the day's sums of that worker, task and model."""
+    numbers = (
+        spent.requests,
+        spent.input_tokens,
+        spent.output_tokens,
+        spent.cache_read_tokens,
+        spent.cache_creation_tokens,
+        spent.cost_micros,
+    )
+    db.execute(_ROLL, (day, worker_id or 0, task_id or 0, model, *(sign * number for number in numbers)))
 
 
 def _day(at: float) -> str:
@@ -109,6 +127,7 @@ class UsageStore(Connection):
                     ),
                 ).fetchone()
                 if stored is not None:
+                    roll(db, _day(request.at), worker_id, task_id, request.model, spent)
                     charged.append(Charge(worker_id, task_id, request.at, spent))
         return charged
 
@@ -143,12 +162,19 @@ class UsageStore(Connection):
         return moved
 
     def usage_by(self, group: UsageGroup, since: float | None, until: float | None) -> list[UsageRow]:
-        where, params = _window(since, until)
-        join = " LEFT JOIN workers w ON w.id = u.worker_id" if group == "role" else ""
-        key = _KEYS[group]
+        where, params = [], []
+        if since is not None:
+            where.append("d.day >= ?")
+            params.append(_day(since))
+        if until is not None:
+            where.append("d.day <= ?")  # the day holding the window's last instant
+            params.append(_day(math.nextafter(until, -math.inf)))
+        join = " LEFT JOIN workers w ON w.id = d.worker_id" if group == "role" else ""
         with self._read() as db:
             rows = db.execute(
-                f"SELECT {key}, {_SUMS}, {_OUTSIDE} FROM usage u{join} WHERE {where} GROUP BY 1", params
+                f"SELECT {_KEYS[group]}, {_DAILY_SUMS}, {_DAILY_OUTSIDE} FROM usage_daily d{join} "
+                f"WHERE {' AND '.join(where) or '1'} GROUP BY 1 HAVING sum(d.requests) > 0",
+                params,
             ).fetchall()
         return [
             UsageRow(row[0], _spent(row[1:7]), _spent(row[7:13]) if group == "worker" else Spent())

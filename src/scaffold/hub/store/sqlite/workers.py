@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from scaffold.hub.core.lifecycle import Decide
-from scaffold.hub.core.types import Worker
+from scaffold.hub.core.types import Spent, Worker
 from scaffold.hub.store.sqlite.connection import TASK_COLUMNS, Connection, _json_list, _task, _worker
+from scaffold.hub.store.sqlite.usage import roll
 
 
 class WorkerStore(Connection):
@@ -22,11 +23,17 @@ class WorkerStore(Connection):
             ).fetchone()
             self._event(db, "worker.registered", now, worker_id=row[0], role=role)
             # The session's requests that arrived before it registered are its worker's, between
-            # tasks (it could hold none yet).
-            db.execute(
-                "UPDATE usage SET worker_id = ? WHERE session_id = ? AND worker_id IS NULL",
+            # tasks (it could hold none yet): they move off the coordinator's line.
+            moved = db.execute(
+                "UPDATE usage SET worker_id = ? WHERE session_id = ? AND worker_id IS NULL "
+                "RETURNING day, model, input_tokens, output_tokens, cache_read_tokens, "
+                "cache_creation_tokens, cost_micros",
                 (row[0], session_id),
-            )
+            ).fetchall()
+            for day, model, *numbers in moved:
+                spent = Spent(1, *numbers)
+                roll(db, day, None, None, model, spent, -1)
+                roll(db, day, row[0], None, model, spent)
             return self._worker_by_id(db, int(row[0]))
 
     def get_worker(self, worker_id: int) -> Worker:
