@@ -25,11 +25,27 @@ from starlette.routing import Route
 
 
 @dataclass(frozen=True)
+class Usage:
+    """The token counts an answer reports, as the Messages API does; Claude Code turns them into
+    its cost and telemetry (input excludes the cache reads and writes, as in the API)."""
+
+    input: int = 1
+    output: int = 1
+    cache_read: int = 0
+    cache_creation: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_creation
+
+
+@dataclass(frozen=True)
 class Call:
     """A tool_use block: Claude Code runs the tool and sends its result in the next request."""
 
     name: str
     input: dict[str, Any]
+    usage: Usage | None = None  # None: the model's `usage` function decides
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class End:
     """The end of the turn, with this text; Claude Code then runs the Stop hooks."""
 
     text: str = "Done."
+    usage: Usage | None = None
 
 
 Step = Call | End
@@ -85,13 +102,20 @@ class Turn:
 
 HOOK_FEEDBACK = "Stop hook blocking error from command"
 Policy = Callable[[Turn], Step]
+Metering = Callable[[dict[str, Any], Step], Usage]  # (request body, answer) -> its usage
+
+
+def one_each(body: dict[str, Any], step: Step) -> Usage:
+    return Usage()
 
 
 @dataclass
 class FakeModel:
     policy: Policy
     max_steps: int = 100  # a policy that loops ends its session instead of running forever
+    usage: Metering = one_each  # for answers (side requests too) whose step names no usage
     requests: list[dict[str, Any]] = field(default_factory=list)
+    usages: list[Usage] = field(default_factory=list)  # what each answer reported, as `requests`
     steps: list[Step] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
@@ -120,6 +144,8 @@ class FakeModel:
                     self.errors.append(f"{type(error).__name__}: {error}")
                     step = End(f"policy failed: {error}")
                 self.steps.append(step)
+            usage = step.usage or self.usage(body, step)
+            self.usages.append(usage)
             if isinstance(step, Call):
                 ident = f"toolu_{next(self._ids):04d}"
                 self.names[ident] = step.name
@@ -129,7 +155,7 @@ class FakeModel:
             else:
                 block = {"type": "text", "text": ""}
                 delta, stop = {"type": "text_delta", "text": step.text}, "end_turn"
-        return Response(stream(body["model"], block, delta, stop), media_type="text/event-stream")
+        return Response(stream(body["model"], block, delta, stop, usage), media_type="text/event-stream")
 
 
 @dataclass
@@ -140,6 +166,7 @@ class Sessions:
 
     make: Callable[[], Policy]
     models: dict[str, FakeModel] = field(default_factory=dict)
+    usage: Metering = one_each
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -151,7 +178,7 @@ class Sessions:
             session = session_of(body)
             model = self.models.get(session)
             if model is None:
-                model = self.models[session] = FakeModel(self.make())
+                model = self.models[session] = FakeModel(self.make(), usage=self.usage)
         return model.answer(body)
 
     @property
@@ -168,8 +195,15 @@ def session_of(body: dict[str, Any]) -> str:
         return "?"
 
 
-def stream(model: str, block: dict[str, Any], delta: dict[str, Any], stop: str) -> str:
-    usage = {"input_tokens": 1, "output_tokens": 1}
+def stream(
+    model: str, block: dict[str, Any], delta: dict[str, Any], stop: str, usage: Usage = Usage()
+) -> str:
+    counts = {
+        "input_tokens": usage.input,
+        "cache_creation_input_tokens": usage.cache_creation,
+        "cache_read_input_tokens": usage.cache_read,
+        "output_tokens": usage.output,
+    }
     message: dict[str, Any] = {
         "id": "msg_fake",
         "type": "message",
@@ -178,7 +212,7 @@ def stream(model: str, block: dict[str, Any], delta: dict[str, Any], stop: str) 
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": usage,
+        "usage": counts,
     }
     events = [
         ("message_start", {"type": "message_start", "message": message}),
@@ -190,7 +224,7 @@ def stream(model: str, block: dict[str, Any], delta: dict[str, Any], stop: str) 
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": {"output_tokens": 1},
+                "usage": {"output_tokens": usage.output},
             },
         ),
         ("message_stop", {"type": "message_stop"}),
