@@ -124,7 +124,8 @@ class Ledger:
         for start in range(0, len(logs.requests), CHUNK):
             if start:
                 await asyncio.sleep(0)
-            self.charge(self.store.record_requests(logs.requests[start : start + CHUNK]))
+            today = self._day()  # read before the part is stored: its totals must not hold it yet
+            self.charge(today, self.store.record_requests(logs.requests[start : start + CHUNK]))
         return logs
 
     async def take_metrics(self, document: Any) -> otlp.Metrics:
@@ -135,18 +136,22 @@ class Ledger:
             self.store.record_metric_points(metrics.points[start : start + CHUNK])
         return metrics
 
-    def charge(self, charges: Sequence[Charge]) -> None:
-        """Count newly stored requests against the budgets, and act on any they pass."""
-        today = self._day()
+    def charge(self, today: _Today, charges: Sequence[Charge]) -> None:
+        """Count requests stored since `today` was read against the budgets, and act on any they
+        pass."""
         tasks: dict[int, int | None] = {}
+        # A worker's day is read from the store the first time it is needed, so it holds these.
+        fresh = {c.worker_id for c in charges if c.worker_id is not None and c.worker_id not in today.workers}
+        for worker_id in fresh:
+            self._worker_today(today, worker_id)
         for charge in charges:
             if charge.task_id is not None:
                 tasks[charge.task_id] = charge.worker_id
             if not today.start <= charge.at < today.start + DAY:
                 continue  # another day's (a late export, or a skewed clock): no budget of today's
             today.fleet += charge.spent
-            if charge.worker_id is not None:
-                today.workers[charge.worker_id] = self._worker_today(today, charge.worker_id) + charge.spent
+            if charge.worker_id is not None and charge.worker_id not in fresh:
+                today.workers[charge.worker_id] += charge.spent
         self._check_day(today, {charge.worker_id for charge in charges if charge.worker_id is not None})
         if self.budgets.task.set and tasks:
             self._check_tasks(tasks)
