@@ -478,3 +478,20 @@ def test_bad_budget_settings_are_refused(tmp_path: Any, line: str, says: str) ->
     config.write_text(f"[budget]\n{line}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
         load_settings(config)
+
+
+def test_usage_arriving_after_a_task_ended_reports_it_and_leaves_it_done(hub_with: Any) -> None:
+    hub: Hub = hub_with(budget_task_tokens=100, budget_task_action="fail")
+    worker = hub.register(WORKER_SESSION)
+    task_id = hub.task("quick")
+    hub.tick()
+    held = hub.claim(worker)
+    made = hub.tick()
+    hub.tick()
+    hub.complete(held)
+    hub.send(logs([Req(WORKER_SESSION, 1, made, 150)]))  # the export comes after the completion
+    task = hub.http.get(f"/v1/tasks/{task_id}", headers=hub.agent).json()
+    assert task["state"] == "done" and task["usage"]["tokens"] == 150
+    told = [body for body in hub.messages("coordinator") if body.startswith("Budget:")]
+    assert len(told) == 1 and "it had already ended" in told[0]
+    assert not [body for body in hub.messages(f"worker:{worker}") if body.startswith("Budget:")]

@@ -221,7 +221,6 @@ class Ledger:
             passed = self.budgets.task.passed(spent.get(task_id, Spent()))
             if passed is None or task_id in self._over:
                 continue
-            fail = self.budgets.task_action == "fail"
             why = f"task {task_id} is over its budget: {passed} ([budget] task_usd / task_tokens)"
             self._over[task_id] = why
             if worker_id is not None and any(
@@ -233,17 +232,21 @@ class Ledger:
             self._event(
                 "task.over_budget", task_id=task_id, worker_id=worker_id, action=self.budgets.task_action
             )
-            if fail:
+            failed = False
+            if self.budgets.task_action == "fail":
                 decide = partial(lifecycle.over_budget, error=f"budget: {why}", now=now)
-                fail = self.store.transition(task_id, decide, now)[1]
-            then = "it failed (not retried)" if fail else 'it goes on ([budget] task_action = "warn")'
+                failed = self.store.transition(task_id, decide, now)[1]
+                then = "it failed (not retried)" if failed else "it had already ended, and stays as it is"
+            else:
+                then = 'it goes on ([budget] task_action = "warn")'
             self._tell("coordinator", f"Budget: {why}; {then}.")
+            if failed:
+                advice = "the hub failed it: stop working on it and end your turn"
+            elif self.budgets.task_action == "warn":
+                advice = "finish it quickly, or fail_task it if it cannot be done within reason"
+            else:
+                continue  # it had ended: nothing for its worker to do
             if worker_id is not None:
-                advice = (
-                    "the hub failed it: stop working on it and end your turn"
-                    if fail
-                    else "finish it quickly, or fail_task it if it cannot be done within reason"
-                )
                 self._tell(worker_id, f"Budget: {why}; {advice}.")
 
     def _tell(self, to: str | int, body: str) -> None:
