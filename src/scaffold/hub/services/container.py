@@ -93,7 +93,8 @@ class Services:
         merges = MergeQueue(git, trees, queue, store, messages, executor, settings.data_dir, gate)
         workers = Workers(store, clock, settings.roles, settings.worker_lost_seconds, queue.waiting)
         ledger = Ledger(store, clock, settings, messages)
-        queue.admit = ledger.admit
+        if ledger.budgets.fleet_day.set or ledger.budgets.worker_day.set:
+            queue.admit = ledger.admit  # no day budget: claims pay nothing for the gate
         ledger.on_stop = queue.signal.notify
         return cls(
             store=store,
