@@ -11,6 +11,7 @@ import ast
 import itertools
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -454,17 +455,18 @@ def run_helper(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_header_helper_prints_the_key_from_the_environment_or_the_local_settings(tmp_path: Path) -> None:
-    printed = run_helper(tmp_path, VPS_API_KEY="key-from-the-environment")
+    from_environment, from_settings = secrets.token_urlsafe(24), secrets.token_urlsafe(24)  # made per run
+    printed = run_helper(tmp_path, VPS_API_KEY=from_environment)
     assert printed.returncode == 0 and json.loads(printed.stdout) == {
-        "Authorization": "Bearer key-from-the-environment"
+        "Authorization": f"Bearer {from_environment}"
     }
     (tmp_path / ".claude").mkdir()
-    local = {"env": {"VPS_API_KEY": "key-from-local-settings"}}
+    local = {"env": {"VPS_API_KEY": from_settings}}
     (tmp_path / ".claude" / "settings.local.json").write_text(json.dumps(local))
     (tmp_path / "sub").mkdir()
     printed = run_helper(tmp_path / "sub")  # as hooklib reads it: this directory or a parent
     assert printed.returncode == 0 and json.loads(printed.stdout) == {
-        "Authorization": "Bearer key-from-local-settings"
+        "Authorization": f"Bearer {from_settings}"
     }
 
 
