@@ -14,7 +14,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from scaffold.hub.faces.rest.routes import ENDPOINTS
 from tests.conftest import REPO
 from tests.hubproc import HubProcess, running_hub, write_config
+from tests.test_usage import Req, logs
 
 DASHBOARD = REPO / "src/scaffold/hub/faces/dashboard"
 SHIM = REPO / "tests/js/dashboard_shim.mjs"
@@ -108,41 +108,9 @@ Request = tuple[int, int, int, int, int]  # input, output, cache read, cache cre
 def api_requests(session: str, requests: Sequence[Request], first: int = 1) -> dict[str, Any]:
     """An OTLP logs export as Claude Code sends it: one `claude_code.api_request` record per
     request, made now, numbered from `first` (the hub keeps one request per session and number)."""
-
-    def attribute(key: str, value: str | int) -> dict[str, Any]:
-        typed = {"stringValue": value} if isinstance(value, str) else {"intValue": value}
-        return {"key": key, "value": typed}
-
-    records = []
-    for sequence, (given, made, read, cached, micros) in enumerate(requests, start=first):
-        now = time.time()
-        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        attributes = [
-            attribute("session.id", session),
-            attribute("event.name", "api_request"),
-            attribute("event.timestamp", stamp),
-            attribute("event.sequence", sequence),
-            attribute("model", "claude-opus-5-5"),
-            attribute("input_tokens", given),
-            attribute("output_tokens", made),
-            attribute("cache_read_tokens", read),
-            attribute("cache_creation_tokens", cached),
-            attribute("cost_usd_micros", micros),
-            {"key": "cost_usd", "value": {"doubleValue": micros / 1e6}},
-        ]
-        nanos = str(int(now * 1e9))
-        records.append(
-            {
-                "timeUnixNano": nanos,
-                "observedTimeUnixNano": nanos,
-                "body": {"stringValue": "claude_code.api_request"},
-                "attributes": attributes,
-            }
-        )
-    service = [attribute("service.name", "claude-code"), attribute("service.version", "2.1.329")]
-    resource = {"attributes": service}
-    scope = {"name": "com.anthropic.claude_code.events", "version": "2.1.329"}
-    return {"resourceLogs": [{"resource": resource, "scopeLogs": [{"scope": scope, "logRecords": records}]}]}
+    now = time.time()
+    made = [Req(session, sequence, now, *numbers) for sequence, numbers in enumerate(requests, start=first)]
+    return logs(made, model="claude-opus-5-5")
 
 
 def export(hub: HubProcess, key: str, session: str, requests: Sequence[Request], first: int = 1) -> None:

@@ -21,6 +21,7 @@ from scaffold.errors import ConfigError
 from scaffold.hub.core.settings import load_settings
 from tests.conftest import FakeClock, MakeHub
 from tests.test_api import bearer, conforming, unchanged
+from tests.test_otlp import attr
 
 START = 1_795_996_800.0  # 2026-11-30 00:00 UTC
 WORKER_SESSION = "0b8f0c5e-3a7e-4d8f-9c41-2f6a7b1e0001"
@@ -40,16 +41,6 @@ class Req:
     cache_creation: int = 0
     cost_micros: int = 0
     duration_ms: int = 0
-
-
-def attr(key: str, value: object) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"key": key, "value": {"boolValue": value}}
-    if isinstance(value, int):
-        return {"key": key, "value": {"intValue": value}}
-    if isinstance(value, float):
-        return {"key": key, "value": {"doubleValue": value}}
-    return {"key": key, "value": {"stringValue": str(value)}}
 
 
 def logs(requests: Sequence[Req], model: str = "claude-test-1") -> dict[str, Any]:
