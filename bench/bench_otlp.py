@@ -20,8 +20,8 @@ Measured, in one run, because on a shared 2-core machine only numbers taken clos
   queue (bench/loadclient.py, as bench_hub measures claims), alone, then with exports arriving
   at the target rate of 2,000 points/s (paced: the issue's "with the hub's other work
   unaffected" at the rate it asks for, not a saturated hub). Gated: the median round's p99 with
-  ingestion within the hub's claim target (bench_hub's P99_MS), and its ratio to the median
-  round's p99 without (RATIO_BOUND, see there);
+  ingestion within the hub's claim target (bench_hub's P99_MS); its ratio to the median round's
+  p99 without is printed beside it (see P99_RATIO_SPREAD for why it is no gate);
 - a re-sent export adds nothing: GET /v1/usage before and after re-sending a logs and a
   metrics export already taken;
 - every record is counted once and where it belongs: /v1/usage's total requests equal the log
@@ -65,13 +65,12 @@ RECORDS = 20  # per export, by default: records of a logs export, points of a me
 INGEST_TARGET = 2_000.0  # data points per second (issue 14)
 PACED_RATE = INGEST_TARGET  # points per second while the claims are timed
 # The issue's gate: "the hub's other work unaffected (claim p99 still within its target during
-# ingestion)": the p99 with ingestion within bench_hub's claim target, P99_MS. Beside it, a
-# regression guard on claim p99 with ingestion / without. The hub serves everything from one event
-# loop (and one GIL), and 2,000 points/s is ~15 % of it (~70 ms of CPU per 1,000 points), so claims
-# do wait behind some of it: on a quiet machine the ratio read 1.7-2.2 (3.5 -> 6.4-7.8 ms). A hub
-# that holds the loop for a whole large export (~10 ms for 200 records, before they were stored in
-# parts) or does more work per point reads well above 3.
-RATIO_BOUND = 3.0
+# ingestion)": the median round's p99 with ingestion within bench_hub's claim target, P99_MS.
+# The hub serves everything from one event loop (and one GIL), and 2,000 points/s is ~15 % of it
+# (70-110 ms of CPU per 1,000 points), so claims do wait behind some of it: p50 3.2 -> 6.4 ms.
+# The p99 with / without ingestion is printed, not gated. A round's p99 is its 5th-slowest claim
+# of 500, and a shared machine's burst decides it: the same code read these ratios in --ci runs.
+P99_RATIO_SPREAD = "0.49-3.86"
 INPUT, OUTPUT, CACHE_READ, CACHE_CREATION, COST_MICROS = 100, 20, 1_000, 50, 1_234
 TOKENS = INPUT + OUTPUT + CACHE_READ + CACHE_CREATION
 MODEL = "claude-opus-5-5"
@@ -91,7 +90,7 @@ class Sizes:
     quiet_wait: float = 60.0  # seconds in all, waiting for other processes to go quiet
 
 
-CI_SIZES = Sizes(ingest_runs=2, ingest_exports=600, claim_rounds=4, claims=500, quiet_wait=10.0)
+CI_SIZES = Sizes(ingest_runs=2, ingest_exports=600, claim_rounds=6, claims=500, quiet_wait=10.0)
 
 
 def log(message: str) -> None:
@@ -584,8 +583,7 @@ def claim_rounds(sizes: Sizes, hub: Hub, numbers: Numbers, job: Callable[..., In
 
 
 def gates_met(n: Numbers) -> bool:
-    without, with_ = median(n.p99["without"]), median(n.p99["with"])
-    return 0 < with_ <= P99_MS and without > 0 and with_ / without <= RATIO_BOUND
+    return 0 < median(n.p99["with"]) <= P99_MS
 
 
 def median(values: list[float]) -> float:
@@ -635,7 +633,7 @@ def rows(sizes: Sizes, n: Numbers) -> list[Row]:
     )
     ratio = with_ / without if without else float("inf")
     table.append(
-        ("claim p99 with / without ingestion", f"{ratio:.2f}", f"<= {RATIO_BOUND}", ratio <= RATIO_BOUND)
+        (f"claim p99 with / without ingestion (--ci runs read {P99_RATIO_SPREAD})", f"{ratio:.2f}", "", None)
     )
     table.append(
         (
