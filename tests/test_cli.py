@@ -257,6 +257,7 @@ def test_every_help_example_runs(tmp_path: Path) -> None:
     steps = iter(RUN)
     made = run(next(steps)[0])
     assert made.stdout.count("Next: read") == 1 and "Next:" not in made.stderr, "said once"
+    assert "`scaffold team up my-team`" in made.stdout, "names the launcher"
     assert answers_of(tmp_path / "my-team")["worker_count"] == 4
     assert (tmp_path / "my-team/.claude/settings.local.json").is_file()
     run(next(steps)[0])

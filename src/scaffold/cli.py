@@ -6,6 +6,7 @@ Everything it does is a call into the library (`scaffold.wizard`, `scaffold.rend
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -480,8 +481,12 @@ def _announce_new(project: NewProject) -> None:
             print("Keep it safe and set it as VPS_API_KEY where your Claude Code sessions run.")
     elif not project.answers.get("api_key_hash"):
         print("No key yet: the hub creates one on its first start and prints it once.")
-    guide = project.dest / "docs" / "setup-guide.md"
-    print(f"Next: read {guide}, start the hub, then open the coordinator session.", flush=True)
+    guide, dest = project.dest / "docs" / "setup-guide.md", shlex.quote(str(project.dest))
+    print(
+        f"Next: read {guide}, start the hub, then `scaffold team up {dest}` starts the coordinator "
+        "and the workers.",
+        flush=True,
+    )
 
 
 def _run_update(args: argparse.Namespace) -> int:
