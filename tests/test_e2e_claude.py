@@ -374,7 +374,7 @@ def test_three_workers_at_once_never_get_the_same_task_and_main_gets_one_commit_
         made = team.create([file_task(f"Part {n}", f"parts/mod_{n}.py", f"VALUE = {n}") for n in range(9)])
         results = [finish(process) for process in running]
     assert [result.code for result in results] == [0, 0, 0], [result.stderr for result in results]
-    assert all(model.errors == [] for model in models)
+    assert all(model.errors == [] for model in models), [model.errors for model in models]
     workers = {worker["id"]: worker for worker in team.workers()}
     tasks = [team.task(task["id"]) for task in made]
     assert all(task["state"] == "done" and task["attempts"] == 0 for task in tasks)
