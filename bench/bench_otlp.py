@@ -717,7 +717,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ci", action="store_true", help="small sizes: under a minute")
     parser.add_argument("--ingest-exports", type=int, help="exports per run (default 1,500; --ci 600)")
-    parser.add_argument("--claim-rounds", type=int, help="claim rounds per mode (default 8; --ci 4)")
+    parser.add_argument("--claim-rounds", type=int, help="claim rounds per mode (default 8; --ci 6)")
     parser.add_argument("--claims", type=int, help="claims per round (default 1000; --ci 500)")
     parser.add_argument(
         "--records", type=int, help="records (or metric points) per export, a multiple of 5 (default 20)"

@@ -282,7 +282,7 @@ def main() -> int:
             env["ANTHROPIC_BASE_URL"] = api
             # A shared machine's stall: measured again, up to UP_TRIES runs in all, the fastest counts.
             runs = [measure_up(dest, env, args.workers, args.idle_seconds)]
-            while len(runs) < UP_TRIES and min(run["up"] for run in runs) > UP_TARGET_S:
+            while len(runs) < UP_TRIES and runs[-1]["up"] > UP_TARGET_S:  # each earlier run missed
                 runs.append(measure_up(dest, env, args.workers, args.idle_seconds))
             if len(runs) > 1:
                 print("team up measured again: " + ", then ".join(f"{run['up']:.1f} s" for run in runs))
